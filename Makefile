@@ -1,0 +1,36 @@
+# One entry point for set-up, tests, demo and benchmarks. Every pip call uses constraints.txt (torch CPU build).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PIP     := $(BIN)/python -m pip
+STAMP   := $(VENV)/.installed
+MODEL   ?=
+
+.PHONY: install test test-slow lint demo bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+demo: $(STAMP)
+	$(BIN)/python -m gemma_embed.demo $(if $(MODEL),--model $(MODEL),)
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,165 @@
+"""The Gemma 3 text transformer as a bidirectional encoder (the trunk of EmbeddingGemma).
+
+Parameter names mirror Hugging Face's `Gemma3TextModel`, so a published `model.safetensors` loads with
+no renaming. What makes it an encoder rather than Gemma 3's decoder:
+
+* attention is bidirectional; a sliding layer lets token i see key j when |i - j| <= sliding_window // 2
+  (a symmetric window), a full layer sees every non-padding key;
+* padding masks keys only, and every query may always see itself, so no attention row is fully masked
+  (a fully masked row is NaN after softmax, and NaN in a padding row reaches real rows through 0 * NaN).
+
+Numerics follow the reference: RMSNorm statistics and its (1 + w) gain in float32, rotary tables computed
+in float32 and cast to the activation dtype, the embedding scale sqrt(hidden) cast to the weight dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gemma_embed.model.config import SLIDING, GemmaEmbedConfig
+
+
+class RMSNorm(nn.Module):
+    """`x * rsqrt(mean(x^2) + eps) * (1 + w)`, computed in float32 (Gemma's zero-centred gain)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * (1.0 + self.weight.float())).type_as(x)
+
+
+def rotary_tables(head_dim: int, base: float, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos and sin tables [length, head_dim] of the default (unscaled) rotary embedding, in float32."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
+    inv_freq = 1.0 / (base**exponents)
+    positions = torch.arange(length, device=device, dtype=torch.float32)
+    freqs = torch.outer(positions, inv_freq)
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate half-split pairs of x [B, H, L, D] by the position angles."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with per-head q/k RMSNorm before the rotary embedding."""
+
+    def __init__(self, cfg: GemmaEmbedConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.scale = cfg.query_pre_attn_scalar**-0.5
+        self.q_proj = nn.Linear(cfg.hidden_size, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        batch, length, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = rotary
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    """`down(gelu_tanh(gate(x)) * up(x))`."""
+
+    def __init__(self, cfg: GemmaEmbedConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+class EncoderLayer(nn.Module):
+    """Sandwich-normed block: norms before and after both attention and the MLP."""
+
+    def __init__(self, cfg: GemmaEmbedConfig, layer_type: str) -> None:
+        super().__init__()
+        self.is_sliding = layer_type == SLIDING
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.pre_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rotary, mask))
+        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+
+
+def attention_masks(
+    attention_mask: Tensor | None, length: int, radius: int, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """Boolean (True = may attend) masks for full and sliding layers, broadcastable to [B, H, L, L].
+
+    None means "attend everywhere", which lets SDPA take its unmasked fast path.
+    """
+    positions = torch.arange(length, device=device)
+    distance = (positions[:, None] - positions[None, :]).abs()
+    window = distance <= radius if length > radius + 1 else None
+    if attention_mask is None or bool(attention_mask.all()):
+        return None, window
+    keys = attention_mask.bool()[:, None, None, :]
+    itself = distance == 0  # every query sees itself: no row is ever fully masked
+    full = keys | itself
+    sliding = full if window is None else (keys & window) | itself
+    return full, sliding
+
+
+class GemmaEncoder(nn.Module):
+    """Token ids -> contextual token states [B, L, hidden] (the sentence-transformers `Transformer` module)."""
+
+    def __init__(self, cfg: GemmaEmbedConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.layers = nn.ModuleList(EncoderLayer(cfg, t) for t in cfg.layer_types)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        weight = self.embed_tokens.weight
+        scale = torch.tensor(self.config.hidden_size**0.5).to(weight.dtype)
+        return self.embed_tokens(input_ids) * scale
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        cfg = self.config
+        length = input_ids.shape[1]
+        if length > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds max_position_embeddings {cfg.max_position_embeddings}"
+            )
+        x = self.embed(input_ids)
+        full_mask, sliding_mask = attention_masks(attention_mask, length, cfg.window_radius, x.device)
+        tables = {}
+        for is_sliding, base in ((True, cfg.rope_local_base_freq), (False, cfg.rope_theta)):
+            cos, sin = rotary_tables(cfg.head_dim, base, length, x.device)
+            tables[is_sliding] = (cos.to(x.dtype), sin.to(x.dtype))
+        for layer in self.layers:
+            mask = sliding_mask if layer.is_sliding else full_mask
+            x = layer(x, tables[layer.is_sliding], mask)
+        return self.norm(x)
