@@ -13,13 +13,14 @@ from gemma_embed.io.checkpoint import Checkpoint, save_checkpoint
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig
 
-WORDS = (
+_VOCABULARY = (
     "the a of to in is for on with as by at from that this it be are was an or which search result query "
     "title none text task sentence similarity classification clustering code retrieval summarization "
     "planet red mars venus jupiter saturn ring moon sun star space orbit earth water life rock gas giant "
     "protein cell gene disease patient study trial dose effect cancer brain heart virus vaccine model data "
     "function return value class import def loop list dict string number error file path user server"
-).split()
+)
+WORDS = _VOCABULARY.split()
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 
 

@@ -8,7 +8,6 @@ published EmbeddingGemma layout. Tolerance: max |difference| <= 1e-5 in float32.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
