@@ -1,0 +1,1 @@
+"""Training: data, the trainer, distributed helpers, souping and mixture search."""
