@@ -103,3 +103,18 @@ def test_import_does_not_pull_optional_libraries():
     code = "import gemma_embed, sys; print(sorted(m for m in ('transformers','sentence_transformers','sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_hub_id_resolves_from_local_cache_only(tiny_checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    repo = tmp_path / "hub" / "models--google--embeddinggemma-300m"
+    shutil.copytree(tiny_checkpoint, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert gemma_embed.load("google/embeddinggemma-300m").encode("mars").shape == (64,)
+    with pytest.raises(gemma_embed.CheckpointError, match="huggingface-cli download google/other"):
+        gemma_embed.load("google/other")
+    with pytest.raises(gemma_embed.CheckpointError, match="model directory './nope' not found"):
+        gemma_embed.load("./nope")

@@ -56,7 +56,10 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
         builtin = BUILTIN_MODELS_DIR / shipped[0]
     if (builtin / "config.json").is_file():
         return builtin
-    if "/" in name and (snapshot := _hf_cache_snapshot(name)) is not None:
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise CheckpointError(f"model directory {name!r} not found")
+    if (snapshot := _hf_cache_snapshot(name)) is not None:
         return snapshot
     raise CheckpointError(
         f"model {name!r} not found: it is not a directory, a built-in model or in the local Hugging Face cache; "
