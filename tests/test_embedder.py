@@ -116,5 +116,5 @@ def test_hub_id_resolves_from_local_cache_only(tiny_checkpoint, tmp_path, monkey
     assert gemma_embed.load("google/embeddinggemma-300m").encode("mars").shape == (64,)
     with pytest.raises(gemma_embed.CheckpointError, match="huggingface-cli download google/other"):
         gemma_embed.load("google/other")
-    with pytest.raises(gemma_embed.CheckpointError, match="model directory './nope' not found"):
+    with pytest.raises(gemma_embed.CheckpointError, match=r"model directory '\./nope' not found"):
         gemma_embed.load("./nope")
