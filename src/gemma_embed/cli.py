@@ -24,7 +24,12 @@ if TYPE_CHECKING:
     from gemma_embed.encode import Embedder
 
 # Subcommands that live beside the code they drive; each module exposes register(subparsers).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("gemma_embed.train.soup",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "gemma_embed.train.sources",
+    "gemma_embed.train.corpus",
+    "gemma_embed.train.tokenizer",
+    "gemma_embed.train.soup",
+)
 EXAMPLES = """examples:
   gemma-embed info ./embeddinggemma-300m
   gemma-embed similarity "Which planet is red?" "Mars is red." "Venus is hot." -m ./embeddinggemma-300m

@@ -1,0 +1,650 @@
+"""Training data: file readers, pair datasets with their task prompts, mixtures and the batch sampler.
+
+A training example is a query, one positive and zero or more hard negatives (plain texts; the prompts are
+per dataset and are prepended by the trainer with `gemma_embed.prompts.apply_prompt`). Every example also
+carries two stable 64-bit ids for the false-negative mask of `gemma_embed.losses.nce.nce_loss`: by default
+the hash of the query text and the hash of the positive text, so a query or positive that appears twice in
+one batch is never used as an in-batch negative of itself. A dataset may give group ids instead (columns
+`query_id` / `positive_id`, e.g. the intent label of same-intent pairs or the image of caption pairs); they
+are hashed the same way, and examples sharing one are masked from each other.
+
+As in EmbeddingGemma's fine-tuning, each batch comes from a single dataset of the mixture, chosen at random
+in proportion to the mixture weights. The sampler is an endless, seeded stream whose position is a small
+JSON-serializable dict (`state_dict`), so training resumes exactly mid-epoch.
+
+Readers: one per file format (`read_jsonl`, `read_delimited`, `read_parquet`, `read_json`, `read_lines`),
+shared by the converters of `gemma_embed.train.sources`, the corpus builder and `PairDataset.from_file`.
+Text files are UTF-8 (gzip-compressed when the name ends in `.gz`); a UTF-16 surrogate pair written as two
+3-byte sequences (CESU-8, found in the SNIPS files) is repaired rather than rejected.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gemma_embed.errors import ConfigError, DataError
+from gemma_embed.prompts import DEFAULT_PROMPTS
+
+DOCUMENT_PROMPT = DEFAULT_PROMPTS["document"]
+
+# Task name -> (query-side prompt, document-side prompt). Retrieval-like tasks put the document prompt on the
+# positive and negatives; symmetric tasks (similarity, classification, bitext) use one prompt on both sides.
+TASK_PROMPTS: dict[str, tuple[str, str]] = {
+    "retrieval": (DEFAULT_PROMPTS["query"], DOCUMENT_PROMPT),
+    "question_answering": ("task: question answering | query: ", DOCUMENT_PROMPT),
+    "fact_checking": ("task: fact checking | query: ", DOCUMENT_PROMPT),
+    "code_retrieval": (DEFAULT_PROMPTS["InstructionRetrieval"], DOCUMENT_PROMPT),
+    "sentence_similarity": (DEFAULT_PROMPTS["STS"], DEFAULT_PROMPTS["STS"]),
+    "classification": (DEFAULT_PROMPTS["Classification"], DEFAULT_PROMPTS["Classification"]),
+    "clustering": (DEFAULT_PROMPTS["Clustering"], DEFAULT_PROMPTS["Clustering"]),
+    "bitext": (DEFAULT_PROMPTS["BitextMining"], DEFAULT_PROMPTS["BitextMining"]),
+}
+
+MANIFEST = "manifest.json"
+
+
+# --------------------------------------------------------------------------------------------- ids
+
+
+def stable_id(text: str) -> int:
+    """A stable signed 64-bit id of a string (BLAKE2b of its UTF-8 bytes), the same in every process."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file next to `path` and move it over `path` only when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    with atomic_write(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2)
+        handle.write("\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write one JSON object per line, atomically; returns the number of rows."""
+    count = 0
+    with atomic_write(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False))
+            handle.write("\n")
+            count += 1
+    return count
+
+
+def read_text(path: Path) -> str:
+    """The whole text of a UTF-8 file (`.gz`: gzip-compressed), BOM removed, CESU-8 surrogate pairs repaired."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = (
+                data.decode("utf-8", "surrogatepass").encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+            )
+        except UnicodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
+    return text.removeprefix("\ufeff")
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a line-aligned text file, without line terminators (a final empty line is dropped)."""
+    lines = read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def read_json(path: Path) -> Any:
+    """A whole-file JSON document."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSON-lines file."""
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {lineno}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+        yield lineno, record
+
+
+def read_delimited(
+    path: Path, *, delimiter: str = ",", fieldnames: Sequence[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a CSV (`delimiter=","`, RFC 4180 quoting) or TSV file (`"\\t"`, no quoting).
+
+    Column names come from the header row unless `fieldnames` is given (for files without a header). TSV
+    files are read without quote handling because their texts contain unbalanced quotes (STS-B).
+    Surplus cells of ragged rows are ignored; a missing cell reads as None.
+    """
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting)
+    names = list(fieldnames) if fieldnames is not None else next(reader, None)
+    if names is None:
+        return
+    for cells in reader:
+        if not any(cell.strip() for cell in cells):
+            continue
+        padded = [*cells[: len(names)], *[None] * (len(names) - len(cells))]
+        yield reader.line_num, dict(zip(names, padded, strict=True))
+
+
+def read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number from 1, row) of a Parquet file (needs the pyarrow package)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            f"{path}: reading Parquet needs the pyarrow package (pip install pyarrow)"
+        ) from None
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    yield from enumerate(rows, start=1)
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a table file chosen by its name: .jsonl/.ndjson/.json (JSON lines), .csv, .tsv, .parquet."""
+    name = path.name.removesuffix(".gz")
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return read_jsonl(path)
+    if name.endswith(".csv"):
+        return read_delimited(path, delimiter=",")
+    if name.endswith(".tsv"):
+        return read_delimited(path, delimiter="\t")
+    if name.endswith(".parquet"):
+        return read_parquet(path)
+    raise DataError(f"{path}: unknown table format; use .jsonl, .csv, .tsv or .parquet")
+
+
+def location(path: Path, number: int) -> str:
+    """'file, line N' (or 'row N' for Parquet) for error messages."""
+    return f"{path}, {'row' if path.suffix == '.parquet' else 'line'} {number}"
+
+
+# --------------------------------------------------------------------------------------------- examples
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One training example: query, positive, hard negatives, optional group ids (None: the text is the id)."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = ()
+    query_key: str | None = None
+    positive_key: str | None = None
+
+    @property
+    def query_id(self) -> int:
+        """64-bit id of the query for the false-negative mask."""
+        return stable_id(self.query if self.query_key is None else self.query_key)
+
+    @property
+    def positive_id(self) -> int:
+        """64-bit id of the positive for the false-negative mask."""
+        return stable_id(self.positive if self.positive_key is None else self.positive_key)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-lines row `PairDataset.from_file` reads back with the default columns."""
+        row: dict[str, Any] = {"query": self.query, "positive": self.positive}
+        if self.negatives:
+            row["negatives"] = list(self.negatives)
+        if self.query_key is not None:
+            row["query_id"] = self.query_key
+        if self.positive_key is not None:
+            row["positive_id"] = self.positive_key
+        return row
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of a pair file. `negative` holds one text; `negatives` a list (a JSON array in CSV/TSV)."""
+
+    query: str = "query"
+    positive: str = "positive"
+    negative: str = "negative"
+    negatives: str = "negatives"
+    query_id: str = "query_id"
+    positive_id: str = "positive_id"
+
+
+def _optional_text(value: Any, where: str, column: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{where}: column {column!r} must be text, got {type(value).__name__}")
+    return value
+
+
+def _required_text(value: Any, where: str, column: str) -> str:
+    text = _optional_text(value, where, column)
+    if text is None:
+        raise DataError(f"{where}: missing or empty {column!r}; every row needs a {column}")
+    return text
+
+
+def _negative_cells(value: Any, where: str, column: str, *, in_text_table: bool) -> list[str]:
+    if value is None or value == "":
+        return []
+    if in_text_table and isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{where}: column {column!r} must hold a JSON array of texts ({exc.msg})"
+            ) from exc
+    if not isinstance(value, list):
+        raise DataError(f"{where}: column {column!r} must be a list of texts, got {type(value).__name__}")
+    texts = [_optional_text(item, where, column) for item in value]
+    return [text for text in texts if text is not None]
+
+
+def _key_cell(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def parse_example(record: dict[str, Any], where: str, columns: Columns, *, text_table: bool) -> Example:
+    """An `Example` from one table row; DataError (naming `where`) for a missing query or positive."""
+    query = _required_text(record.get(columns.query), where, columns.query)
+    positive = _required_text(record.get(columns.positive), where, columns.positive)
+    single = _optional_text(record.get(columns.negative), where, columns.negative)
+    negatives = [single] if single is not None else []
+    negatives += _negative_cells(
+        record.get(columns.negatives), where, columns.negatives, in_text_table=text_table
+    )
+    return Example(
+        query=query,
+        positive=positive,
+        negatives=tuple(negatives),
+        query_key=_key_cell(record.get(columns.query_id)),
+        positive_key=_key_cell(record.get(columns.positive_id)),
+    )
+
+
+def prompts_for(task: str) -> tuple[str, str]:
+    """(query prompt, document prompt) of a task name of `TASK_PROMPTS`."""
+    try:
+        return TASK_PROMPTS[task]
+    except KeyError:
+        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(TASK_PROMPTS)}") from None
+
+
+class PairDataset(Sequence[Example]):
+    """Examples of one training set, with the prompts of its task and where each row came from."""
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        *,
+        name: str,
+        query_prompt: str,
+        document_prompt: str,
+        origins: Sequence[str] | None = None,
+    ) -> None:
+        if origins is not None and len(origins) != len(examples):
+            raise ConfigError(f"dataset {name!r}: {len(origins)} origins for {len(examples)} examples")
+        self.examples = list(examples)
+        self.name = name
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self.origins = (
+            list(origins) if origins is not None else [f"{name} example {i}" for i in range(len(examples))]
+        )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        task: str = "retrieval",
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+        columns: Columns | None = None,
+    ) -> PairDataset:
+        """Load a JSON-lines, CSV, TSV or Parquet pair file.
+
+        Prompts are those of `task` (see `TASK_PROMPTS`) unless given explicitly. A row without a query or
+        positive raises DataError naming the file and line.
+        """
+        file = Path(path)
+        if not file.is_file():
+            raise DataError(f"{file}: no such file")
+        cols = columns or Columns()
+        text_table = file.name.removesuffix(".gz").endswith((".csv", ".tsv"))
+        examples, origins = [], []
+        for number, record in read_records(file):
+            where = location(file, number)
+            examples.append(parse_example(record, where, cols, text_table=text_table))
+            origins.append(where)
+        if not examples:
+            raise DataError(f"{file}: no examples")
+        task_query, task_document = prompts_for(task)
+        return cls(
+            examples,
+            name=name or file.name.split(".")[0],
+            query_prompt=task_query if query_prompt is None else query_prompt,
+            document_prompt=task_document if document_prompt is None else document_prompt,
+            origins=origins,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the examples as JSON lines that `from_file` reads back (atomic); returns the row count."""
+        return write_jsonl(Path(path), (example.to_record() for example in self.examples))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:  # type: ignore[override]
+        return self.examples[index]
+
+    def __repr__(self) -> str:
+        return f"PairDataset({self.name!r}, {len(self)} examples)"
+
+
+def load_training_sets(
+    directory: str | os.PathLike[str], names: Sequence[str] | None = None
+) -> list[PairDataset]:
+    """The training sets written by `gemma_embed.train.sources.write_training_sets` (all, or those named)."""
+    root = Path(directory)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise DataError(
+            f"{manifest_path}: no manifest; write the sets with `gemma-embed build-training-sets`"
+        )
+    sets = read_json(manifest_path).get("sets", {})
+    chosen = list(sets) if names is None else list(names)
+    unknown = [name for name in chosen if name not in sets]
+    if unknown:
+        raise ConfigError(f"unknown training sets {unknown} in {manifest_path}; known: {', '.join(sets)}")
+    return [
+        PairDataset.from_file(
+            root / sets[name]["file"],
+            name=name,
+            query_prompt=sets[name]["query_prompt"],
+            document_prompt=sets[name]["document_prompt"],
+        )
+        for name in chosen
+    ]
+
+
+# --------------------------------------------------------------------------------------------- mixtures
+
+
+class Mixture:
+    """Weighted datasets.
+
+    weights: one per dataset, or a mapping dataset name -> weight (e.g. a mixture found by
+    `gemma_embed.train.mixture_search`), or None: len(dataset) ** size_exponent (1.0: proportional to size;
+    0.5: square-root balancing; 0.0: uniform). Weights are normalized to sum to 1.
+    """
+
+    def __init__(
+        self,
+        datasets: Sequence[PairDataset],
+        weights: Sequence[float] | Mapping[str, float] | None = None,
+        *,
+        size_exponent: float = 1.0,
+    ) -> None:
+        if not datasets:
+            raise ConfigError("a mixture needs at least one dataset")
+        names = [d.name for d in datasets]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"dataset names in a mixture must be unique, got {names}")
+        empty = [d.name for d in datasets if len(d) == 0]
+        if empty:
+            raise ConfigError(f"empty datasets in the mixture: {empty}")
+        if weights is None:
+            weights = [float(len(d)) ** size_exponent for d in datasets]
+        elif isinstance(weights, Mapping):
+            if set(weights) != set(names):
+                raise ConfigError(
+                    f"mixture weights name {sorted(weights)} but the datasets are {sorted(names)}"
+                )
+            weights = [weights[name] for name in names]
+        if len(weights) != len(datasets) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(
+                f"mixture weights must be {len(datasets)} non-negative numbers with a positive sum"
+            )
+        total = float(sum(weights))
+        self.datasets = list(datasets)
+        self.weights = [float(w) / total for w in weights]
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch from one dataset: texts without prompts, the dataset's prompts, and the mask ids.
+
+    `negatives[i]` holds exactly the sampler's `num_negatives` texts for row i (empty lists when 0).
+    """
+
+    dataset: str
+    query_prompt: str
+    document_prompt: str
+    queries: list[str]
+    positives: list[str]
+    negatives: list[list[str]]
+    query_ids: np.ndarray  # int64 [b]
+    positive_ids: np.ndarray  # int64 [b]
+
+
+_STATE_VERSION = 1
+
+
+class MixtureBatchSampler:
+    """Endless seeded stream of single-dataset batches over a mixture, resumable from `state_dict()`.
+
+    Step t draws its dataset with probability proportional to the mixture weight (RNG seeded by (seed, t)).
+    Each dataset is walked through seeded permutations, one per pass over it ("cycle"); a dataset smaller
+    than `batch_size` gives batches of its whole size, and a pass's last partial batch is dropped.
+    With `num_negatives` k > 0 every example must have hard negatives; each row gets k of them, drawn
+    without replacement when it has at least k and with replacement otherwise.
+    """
+
+    def __init__(self, mixture: Mixture, batch_size: int, *, num_negatives: int = 0, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if num_negatives < 0:
+            raise ConfigError(f"num_negatives must be >= 0, got {num_negatives}")
+        if num_negatives:
+            for dataset in mixture.datasets:
+                for example, origin in zip(dataset.examples, dataset.origins, strict=True):
+                    if not example.negatives:
+                        raise DataError(
+                            f"{origin}: no hard negative, but the stage uses {num_negatives} per query; "
+                            "mine them first (gemma_embed.train.mining) or leave this dataset out"
+                        )
+        self.mixture = mixture
+        self.batch_size = batch_size
+        self.num_negatives = num_negatives
+        self.seed = seed
+        self.step = 0
+        self.drawn = [0] * len(mixture.datasets)
+        self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
+
+    def _batches_per_cycle(self, index: int) -> int:
+        return max(1, len(self.mixture.datasets[index]) // self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches in one epoch: the full batches of one pass over every dataset (summed over datasets)."""
+        return sum(self._batches_per_cycle(i) for i in range(len(self.mixture.datasets)))
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done so far (steps / len)."""
+        return self.step / len(self)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {
+            "datasets": self.mixture.names,
+            "sizes": [len(d) for d in self.mixture.datasets],
+            "weights": self.mixture.weights,
+            "batch_size": self.batch_size,
+            "num_negatives": self.num_negatives,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position after the last batch handed out, as a small JSON-serializable dict."""
+        return {
+            "version": _STATE_VERSION,
+            "seed": self.seed,
+            "step": self.step,
+            "drawn": list(self.drawn),
+        } | (self._fingerprint())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict()` output; ConfigError if it was saved for a different mixture or batch."""
+        if state.get("version") != _STATE_VERSION:
+            raise ConfigError(f"sampler state version {state.get('version')!r} is not {_STATE_VERSION}")
+        saved = {key: state.get(key) for key in self._fingerprint()}
+        if saved != self._fingerprint():
+            raise ConfigError(
+                "sampler state was saved for another mixture or batch setup; "
+                f"saved {saved}, current {self._fingerprint()}"
+            )
+        self.seed, self.step, self.drawn = (
+            int(state["seed"]),
+            int(state["step"]),
+            [int(n) for n in state["drawn"]],
+        )
+
+    def _permutation(self, index: int, cycle: int) -> np.ndarray:
+        cached = self._perm_cache.get(index)
+        if cached is None or cached[0] != cycle:
+            rng = np.random.default_rng([self.seed, 1, index, cycle])
+            cached = (cycle, rng.permutation(len(self.mixture.datasets[index])))
+            self._perm_cache[index] = cached
+        return cached[1]
+
+    def _negatives(self, examples: list[Example], index: int, draw: int) -> list[list[str]]:
+        k = self.num_negatives
+        if k == 0:
+            return [[] for _ in examples]
+        rng = np.random.default_rng([self.seed, 2, index, draw])
+        out = []
+        for example in examples:
+            pool = example.negatives
+            picks = rng.choice(len(pool), size=k, replace=len(pool) < k)
+            out.append([pool[int(p)] for p in picks])
+        return out
+
+    def next_batch(self) -> Batch:
+        """The batch at the current position; advances the position."""
+        choice_rng = np.random.default_rng([self.seed, 0, self.step])
+        index = int(choice_rng.choice(len(self.mixture.datasets), p=self.mixture.weights))
+        dataset = self.mixture.datasets[index]
+        draw = self.drawn[index]
+        per_cycle = self._batches_per_cycle(index)
+        size = min(self.batch_size, len(dataset))
+        start = (draw % per_cycle) * size
+        rows = self._permutation(index, draw // per_cycle)[start : start + size]
+        examples = [dataset.examples[int(r)] for r in rows]
+        batch = Batch(
+            dataset=dataset.name,
+            query_prompt=dataset.query_prompt,
+            document_prompt=dataset.document_prompt,
+            queries=[e.query for e in examples],
+            positives=[e.positive for e in examples],
+            negatives=self._negatives(examples, index, draw),
+            query_ids=np.array([e.query_id for e in examples], dtype=np.int64),
+            positive_ids=np.array([e.positive_id for e in examples], dtype=np.int64),
+        )
+        self.drawn[index] += 1
+        self.step += 1
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield self.next_batch()
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Data settings of one training stage, read by the trainer (plain values; `to_dict` for configs)."""
+
+    name: str
+    batch_size: int
+    num_negatives: int
+    size_exponent: float
+    notes: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# EmbeddingGemma's recipe: pre-finetuning on a broad mixture with large batches and in-batch negatives only;
+# fine-tuning on a smaller mixture with mined hard negatives. Batch sizes are CPU-scale defaults.
+STAGES: dict[str, StageConfig] = {
+    "pre-finetuning": StageConfig(
+        name="pre-finetuning",
+        batch_size=512,
+        num_negatives=0,
+        size_exponent=0.5,
+        notes="all default training sets; in-batch negatives only; large batches",
+    ),
+    "finetuning": StageConfig(
+        name="finetuning",
+        batch_size=128,
+        num_negatives=1,
+        size_exponent=0.5,
+        notes="sets with hard negatives (given or mined with gemma_embed.train.mining)",
+    ),
+}
+
+
+def stage_config(name: str) -> StageConfig:
+    """The preset of a stage name of `STAGES`."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise ConfigError(f"unknown training stage {name!r}; known stages: {', '.join(STAGES)}") from None
