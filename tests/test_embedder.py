@@ -118,3 +118,16 @@ def test_hub_id_resolves_from_local_cache_only(tiny_checkpoint, tmp_path, monkey
         gemma_embed.load("google/other")
     with pytest.raises(gemma_embed.CheckpointError, match=r"model directory '\./nope' not found"):
         gemma_embed.load("./nope")
+
+
+def test_saved_checkpoint_is_readable_by_others(model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = model.save(tmp_path / "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from gemma_embed.errors import DataError, GemmaEmbedError
+from gemma_embed.io.files import atomic_write
 from gemma_embed.model import EmbeddingModel
 
 if TYPE_CHECKING:
@@ -137,10 +138,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+    with atomic_write(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 # ---- similarity ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gemma_embed.errors import ConfigError, DataError
+from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.prompts import DEFAULT_PROMPTS
 from gemma_embed.train.data import (
     MANIFEST,
@@ -20,14 +21,12 @@ from gemma_embed.train.data import (
     Mixture,
     MixtureBatchSampler,
     PairDataset,
-    atomic_write,
     load_training_sets,
     read_jsonl,
     read_lines,
     read_text,
     stable_id,
     stage_config,
-    write_json,
     write_jsonl,
 )
 

@@ -19,11 +19,6 @@ sentence-transformers release since 2.x resolves. Only safetensors are read: a p
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,7 @@ from tokenizers import Tokenizer, processors
 
 from gemma_embed.dtypes import resolve_dtype
 from gemma_embed.errors import CheckpointError, ConfigError
+from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig
 from gemma_embed.prompts import DEFAULT_PROMPTS
@@ -267,35 +263,6 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
 # ---- writing ---------------------------------------------------------------------------------------
 
 
-@contextmanager
-def atomic_directory(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory that replaces `path` only when the block succeeds."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CheckpointError(f"{path} exists and is not empty; choose another path or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def tensors_for_saving(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
@@ -335,7 +302,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path, *, overwrite: bool = Fal
     model, config = ckpt.model, ckpt.model.config
     dtype = next(model.parameters()).dtype
     dtype_name = str(dtype).removeprefix("torch.")
-    with atomic_directory(Path(path), overwrite=overwrite) as out:
+    with atomic_directory(Path(path), overwrite=overwrite, error=CheckpointError) as out:
         write_json(
             out / "config.json", {**config.to_hf_dict(), "dtype": dtype_name, "torch_dtype": dtype_name}
         )

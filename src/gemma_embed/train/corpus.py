@@ -24,7 +24,8 @@ from typing import Any
 from tqdm import tqdm
 
 from gemma_embed.errors import DataError
-from gemma_embed.train.data import location, read_jsonl, stable_id, write_json, write_jsonl
+from gemma_embed.io.files import write_json
+from gemma_embed.train.data import location, read_jsonl, stable_id, write_jsonl
 from gemma_embed.train.sources import (
     DATA_ENV,
     default_data_root,

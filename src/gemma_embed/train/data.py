@@ -26,9 +26,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from gemma_embed.errors import ConfigError, DataError
+from gemma_embed.io.files import atomic_write
 from gemma_embed.prompts import DEFAULT_PROMPTS
 
 DOCUMENT_PROMPT = DEFAULT_PROMPTS["document"]
@@ -66,27 +65,6 @@ def stable_id(text: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------- files
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary file next to `path` and move it over `path` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    with atomic_write(path) as handle:
-        json.dump(obj, handle, ensure_ascii=False, indent=2)
-        handle.write("\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:

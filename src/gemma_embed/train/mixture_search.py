@@ -16,8 +16,6 @@ them back:
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 import optuna
 
 from gemma_embed.errors import DataError, InputError
+from gemma_embed.io.files import write_json
 
 FORMAT, VERSION = "gemma-embed-mixtures", 1
 CORNER_WEIGHT = 0.8  # the near-corner start points give 80% to one dataset and share 20% among the others
@@ -136,16 +135,7 @@ def write_mixtures(results: Sequence[MixtureResult], path: Path) -> Path:
             for i, r in enumerate(results, 1)
         ],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, doc)
     return path
 
 

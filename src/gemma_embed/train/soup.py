@@ -17,9 +17,7 @@ checkpoint. Pickle weight files are refused, never read.
 import argparse
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gemma_embed.errors import CheckpointError, InputError
+from gemma_embed.io.files import atomic_directory
 
 # config.json keys that do not describe the architecture (tensor dtypes are compared tensor by tensor).
 NON_ARCHITECTURE_KEYS = frozenset(
@@ -179,17 +178,6 @@ def _average(ckpts: list[_Checkpoint], weights: list[float], key: TensorKey) -> 
     return total.to(first.dtype)
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished `tmp` to `out`; an existing `out` is moved aside first and deleted last."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(tmp, out)
-    shutil.rmtree(old)
-
-
 def soup_checkpoints(
     paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None, *, overwrite: bool = False
 ) -> Path:
@@ -211,9 +199,7 @@ def soup_checkpoints(
     with ExitStack() as stack:
         ckpts = [_Checkpoint(p, stack) for p in paths]
         _check_compatible(ckpts)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+        with atomic_directory(out, overwrite=overwrite, error=InputError) as tmp:
             first = ckpts[0]
             for src in first.other_files:
                 dst = tmp / src.relative_to(first.root)
@@ -225,10 +211,6 @@ def soup_checkpoints(
                 tensors = {name: _average(ckpts, weights, (component, name)) for component, name in keys}
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 save_file(tensors, tmp / rel, metadata=handle.metadata())
-            _publish(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out
 
 

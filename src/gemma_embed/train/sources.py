@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gemma_embed.errors import ConfigError, DataError
+from gemma_embed.io.files import write_json
 from gemma_embed.train.data import (
     MANIFEST,
     Example,
@@ -51,7 +52,6 @@ from gemma_embed.train.data import (
     read_jsonl,
     read_lines,
     stable_id,
-    write_json,
     write_jsonl,
 )
 

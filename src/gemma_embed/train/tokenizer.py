@@ -48,8 +48,8 @@ from tokenizers import (
 )
 
 from gemma_embed.errors import ConfigError
+from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.train.corpus import HELDOUT_FILE, TRAIN_FILE, CorpusText, build_corpus, read_corpus
-from gemma_embed.train.data import atomic_write, write_json
 from gemma_embed.train.sources import DATA_ENV, default_runs_dir
 
 PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
