@@ -72,7 +72,9 @@ def randomize(model: EmbeddingModel, seed: int) -> EmbeddingModel:
 def write_random_checkpoint(out: Path, config: GemmaEmbedConfig, seed: int = 0) -> Path:
     """Random weights in the standard layout, with the test tokenizer (vocab = config.vocab_size)."""
     tok_path = build_tokenizer(out.parent / f"{out.name}-tokenizer", vocab_size=config.vocab_size)
-    assert Tokenizer.from_file(str(tok_path)).get_vocab_size() == config.vocab_size, "raise the test corpus size"
+    assert Tokenizer.from_file(str(tok_path)).get_vocab_size() == config.vocab_size, (
+        "raise the test corpus size"
+    )
     tokenizer = TextTokenizer.from_file(
         tok_path, bos_id=2, eos_id=1, pad_id=0, max_length=config.max_seq_length
     )

@@ -92,7 +92,11 @@ def test_missing_and_unexpected_tensors(ckpt_copy):
 
 def test_dense_shape_mismatch(ckpt_copy):
     save_file(
-        {"linear.weight": load_file(ckpt_copy / "3_Dense" / "model.safetensors")["linear.weight"][:, :100].contiguous()},
+        {
+            "linear.weight": load_file(ckpt_copy / "3_Dense" / "model.safetensors")["linear.weight"][
+                :, :100
+            ].contiguous()
+        },
         ckpt_copy / "3_Dense" / "model.safetensors",
     )
     with pytest.raises(CheckpointError, match=r"3_Dense.*shape"):
