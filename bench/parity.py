@@ -15,11 +15,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 warnings.simplefilter("ignore")
 
-from helpers import write_random_checkpoint  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from test_parity import CONFIGS, mixed_texts  # noqa: E402
 
 from gemma_embed import load  # noqa: E402
+from helpers import write_random_checkpoint  # noqa: E402
+from test_parity import CONFIGS, mixed_texts  # noqa: E402
 
 
 def main() -> None:
