@@ -38,7 +38,9 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 400) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=False)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never", split=False)
     alphabet = sorted(set("".join(corpus)) | set("abcdefghijklmnopqrstuvwxyz|:,.?!'0123456789"))
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=alphabet)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=alphabet, show_progress=False
+    )
     tok.train_from_iterator(corpus, trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)]
@@ -69,14 +71,14 @@ def randomize(model: EmbeddingModel, seed: int) -> EmbeddingModel:
     return model
 
 
-def write_random_checkpoint(out: Path, config: GemmaEmbedConfig, seed: int = 0) -> Path:
-    """Random weights in the standard layout, with the test tokenizer (vocab = config.vocab_size)."""
-    tok_path = build_tokenizer(out.parent / f"{out.name}-tokenizer", vocab_size=config.vocab_size)
-    assert Tokenizer.from_file(str(tok_path)).get_vocab_size() == config.vocab_size, (
-        "raise the test corpus size"
-    )
-    tokenizer = TextTokenizer.from_file(
-        tok_path, bos_id=2, eos_id=1, pad_id=0, max_length=config.max_seq_length
-    )
+def write_random_checkpoint(
+    out: Path, config: GemmaEmbedConfig, seed: int = 0, tokenizer_vocab: int | None = None
+) -> Path:
+    """Random weights in the standard layout with the test tokenizer (vocab = config.vocab_size by default;
+    a smaller tokenizer vocab leaves the rest of the embedding table unused, as in real checkpoints)."""
+    vocab = tokenizer_vocab or config.vocab_size
+    tok_path = build_tokenizer(out.parent / f"{out.name}-tokenizer", vocab_size=vocab)
+    assert Tokenizer.from_file(str(tok_path)).get_vocab_size() == vocab, "raise the test corpus size"
+    tokenizer = TextTokenizer.from_file(tok_path, bos_id=2, eos_id=1, pad_id=0, max_length=config.max_seq_length)
     model = randomize(EmbeddingModel(config), seed)
     return save_checkpoint(Checkpoint(model, tokenizer, source=tok_path.parent), out)
