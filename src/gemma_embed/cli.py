@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.train.corpus",
     "gemma_embed.train.tokenizer",
     "gemma_embed.train.soup",
+    "gemma_embed.serve.cli",
 )
 EXAMPLES = """examples:
   gemma-embed info ./embeddinggemma-300m
