@@ -33,7 +33,9 @@ def main() -> None:
             got = ours.encode(texts, task="query", batch_size=len(texts))
             fast = load(ckpt, dtype="bfloat16").encode(texts, task="query")
             cosine = (fast * got).sum(axis=1).mean()
-            print(f"{name:<12} fp32 max|diff| {np.abs(got - expected).max():.1e}   bf16 mean cosine {cosine:.5f}")
+            print(
+                f"{name:<12} fp32 max|diff| {np.abs(got - expected).max():.1e}   bf16 mean cosine {cosine:.5f}"
+            )
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ def write_random_checkpoint(
     vocab = tokenizer_vocab or config.vocab_size
     tok_path = build_tokenizer(out.parent / f"{out.name}-tokenizer", vocab_size=vocab)
     assert Tokenizer.from_file(str(tok_path)).get_vocab_size() == vocab, "raise the test corpus size"
-    tokenizer = TextTokenizer.from_file(tok_path, bos_id=2, eos_id=1, pad_id=0, max_length=config.max_seq_length)
+    tokenizer = TextTokenizer.from_file(
+        tok_path, bos_id=2, eos_id=1, pad_id=0, max_length=config.max_seq_length
+    )
     model = randomize(EmbeddingModel(config), seed)
     return save_checkpoint(Checkpoint(model, tokenizer, source=tok_path.parent), out)

@@ -1,5 +1,7 @@
 """gemma-embed: EmbeddingGemma in plain PyTorch.
 
+Usage:
+
     import gemma_embed
     model = gemma_embed.load("path/to/embeddinggemma-300m")
     q = model.encode_query("Which planet is known as the Red Planet?")

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 # Subcommands that live beside the code they drive; each module exposes register(subparsers).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "gemma_embed.eval.cli",
     "gemma_embed.train.sources",
     "gemma_embed.train.corpus",
     "gemma_embed.train.tokenizer",
+    "gemma_embed.train.cli",
     "gemma_embed.train.soup",
     "gemma_embed.serve.cli",
 )
