@@ -6,6 +6,7 @@ import json
 import pytest
 
 from gemma_embed.errors import DataError
+from gemma_embed.paths import data_root
 from gemma_embed.train import corpus as corpus_module
 from gemma_embed.train import sources
 from gemma_embed.train.corpus import (
@@ -17,9 +18,9 @@ from gemma_embed.train.corpus import (
     is_heldout,
     read_corpus,
 )
-from gemma_embed.train.sources import default_data_root, text_key
+from gemma_embed.train.sources import text_key
 
-ROOT = default_data_root()
+ROOT = data_root()
 needs_data = pytest.mark.skipif(not (ROOT / "README.md").is_file(), reason=f"shared data not found at {ROOT}")
 # The source groups most at risk of carrying evaluation text: STS-B itself (all splits are read), the caption
 # sets STS-B's "images" genre was drawn from, SNLI (Flickr30k captions), and the documents (SciFact: documents

@@ -6,13 +6,13 @@ import json
 import pytest
 
 from gemma_embed.errors import DataError
+from gemma_embed.paths import data_root
 from gemma_embed.train.data import TASK_PROMPTS, load_training_sets
 from gemma_embed.train.sources import (
     SOURCES,
     HeldOut,
     HeldOutGroup,
     convert,
-    default_data_root,
     default_sets,
     held_out,
     load_source,
@@ -20,7 +20,7 @@ from gemma_embed.train.sources import (
     write_training_sets,
 )
 
-ROOT = default_data_root()
+ROOT = data_root()
 needs_data = pytest.mark.skipif(not (ROOT / "README.md").is_file(), reason=f"shared data not found at {ROOT}")
 
 

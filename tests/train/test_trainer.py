@@ -24,6 +24,7 @@ import gemma_embed
 from gemma_embed import cli as main_cli
 from gemma_embed.errors import CheckpointError, ConfigError, DataError
 from gemma_embed.model import EmbeddingModel
+from gemma_embed.paths import data_root
 from gemma_embed.train import sources
 from gemma_embed.train import trainer as trainer_module
 from gemma_embed.train.recipe import Recipe
@@ -385,7 +386,7 @@ def test_cli_train_max_steps_then_resume(setup_dir, tmp_path, capsys):
 
 
 def test_smoke_recipe_raises_stsb_dev_spearman(tmp_path):
-    root = sources.default_data_root()
+    root = data_root()
     needed = [
         root / "stsbenchmark" / "sts-dev.csv",
         root / "stsbenchmark" / "sts-train.csv",

@@ -7,17 +7,15 @@ naming the file, the line (when there is one) and what is wrong.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from gemma_embed.errors import DataError
+from gemma_embed.io.files import atomic_write
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 # Split names that mean the same split in different datasets (MTEB says "validation", STS-B "dev", JGLUE "valid").
@@ -234,20 +232,9 @@ def find_split_file(path: Path, split: str) -> Path:
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file through `write(binary_file)` into a temporary file next to `path`, then rename it over
-    `path`: a reader never sees a half-written file, and a crash leaves the old file in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write a file through `write(binary_file)` atomically (`gemma_embed.io.files.atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        write(f)
     return path
 
 

@@ -9,7 +9,6 @@ naming the path it looked at.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,20 +24,9 @@ from gemma_embed.eval.tasks.classification import load_files
 from gemma_embed.eval.tasks.pair_classification import make_data as make_pairs
 from gemma_embed.eval.tasks.retrieval import load_beir
 from gemma_embed.eval.tasks.retrieval import make_data as make_retrieval
+from gemma_embed.paths import DATA_ENV, data_root
 
-DATA_ENV = "GEMMA_EMBED_DATA"
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")
-
-
-def data_root() -> Path:
-    """Where the local evaluation data is (see the module docstring)."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[3]
-    if (repo / "pyproject.toml").is_file():
-        return repo.parent / "shared" / "data"
-    return Path.cwd().parent / "shared" / "data"
 
 
 @dataclass(frozen=True)

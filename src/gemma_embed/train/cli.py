@@ -11,15 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gemma_embed.paths import runs_dir
 from gemma_embed.train import distributed
 from gemma_embed.train.recipe import Recipe
-from gemma_embed.train.sources import default_runs_dir
 from gemma_embed.train.trainer import Trainer
 
 
 def run(args: argparse.Namespace) -> int:
     recipe = Recipe.load(args.recipe)
-    output = args.output or default_runs_dir() / args.recipe.stem
+    output = args.output or runs_dir() / args.recipe.stem
     try:
         summary = Trainer(recipe, output, resume=args.resume, max_steps=args.max_steps).fit()
         main = distributed.is_main()

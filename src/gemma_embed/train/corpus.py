@@ -25,11 +25,10 @@ from tqdm import tqdm
 
 from gemma_embed.errors import DataError
 from gemma_embed.io.files import write_json
+from gemma_embed.paths import DATA_ENV, runs_dir
+from gemma_embed.paths import data_root as default_data_root
 from gemma_embed.train.data import location, read_jsonl, stable_id, write_jsonl
 from gemma_embed.train.sources import (
-    DATA_ENV,
-    default_data_root,
-    default_runs_dir,
     held_out,
     raw_texts,
     text_key,
@@ -125,7 +124,7 @@ def register(subparsers: Any) -> None:
     """Add `build-corpus [--out DIR] [--data DIR]` to the CLI."""
     parser = subparsers.add_parser("build-corpus", help="deduplicated raw-text corpus of ../shared/data")
     parser.add_argument(
-        "--out", default=str(default_runs_dir() / "corpus"), help="output folder (default runs/corpus)"
+        "--out", default=str(runs_dir() / "corpus"), help="output folder (default runs/corpus)"
     )
     parser.add_argument("--data", help=f"data root (default: ${DATA_ENV} or ../shared/data)")
     parser.set_defaults(func=_run)

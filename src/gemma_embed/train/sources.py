@@ -41,6 +41,8 @@ from tqdm import tqdm
 
 from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.io.files import write_json
+from gemma_embed.paths import DATA_ENV
+from gemma_embed.paths import data_root as default_data_root
 from gemma_embed.train.data import (
     MANIFEST,
     Example,
@@ -55,7 +57,6 @@ from gemma_embed.train.data import (
     write_jsonl,
 )
 
-DATA_ENV = "GEMMA_EMBED_DATA"
 STS_POSITIVE_SCORE = 4.0
 STSB_MT_LANGS = ("de", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh")
 XQUAD_LANGS = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
@@ -68,23 +69,6 @@ _MSDOCS = ("codexglue", "Text-Text", "text-to-text", "data")
 
 
 # --------------------------------------------------------------------------------------------- paths
-
-
-def repo_root() -> Path:
-    """The repository root of a source checkout (where pyproject.toml is), else the working directory."""
-    candidate = Path(__file__).resolve().parents[3]
-    return candidate if (candidate / "pyproject.toml").is_file() else Path.cwd()
-
-
-def default_data_root() -> Path:
-    """`$GEMMA_EMBED_DATA`, else `../shared/data` relative to the repository root."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else (repo_root() / ".." / "shared" / "data").resolve()
-
-
-def default_runs_dir() -> Path:
-    """`runs/` under the repository root (git-ignored): generated corpora, tokenizers and caches go here."""
-    return repo_root() / "runs"
 
 
 def _file(root: Path, *parts: str) -> Path:

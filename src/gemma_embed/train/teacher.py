@@ -29,8 +29,8 @@ from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.eval.cache import EmbeddingCache, namespace, text_keys
 from gemma_embed.eval.encoders import detect_backend, model_identity
 from gemma_embed.model.head import truncate_and_normalize
+from gemma_embed.paths import runs_dir
 from gemma_embed.train.corpus import TRAIN_FILE, read_corpus
-from gemma_embed.train.sources import default_runs_dir
 
 
 class TextEncoder(Protocol):
@@ -150,7 +150,7 @@ class TeacherCache:
         self.prompt = prompt
         self.batch_size = batch_size
         self.chunk_size = chunk_size
-        self.store = EmbeddingCache(Path(root) if root is not None else default_runs_dir() / "teacher_cache")
+        self.store = EmbeddingCache(Path(root) if root is not None else runs_dir() / "teacher_cache")
         self.namespace = namespace(identity, prompt)
         self.hits = 0
         self.misses = 0
@@ -216,10 +216,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--teacher", required=True, help="sentence-transformers directory or gemma-embed model"
     )
-    parser.add_argument(
-        "--corpus", default=str(default_runs_dir() / "corpus"), help="corpus folder (runs/corpus)"
-    )
-    parser.add_argument("--out", default=str(default_runs_dir() / "teacher_cache"), help="cache root")
+    parser.add_argument("--corpus", default=str(runs_dir() / "corpus"), help="corpus folder (runs/corpus)")
+    parser.add_argument("--out", default=str(runs_dir() / "teacher_cache"), help="cache root")
     parser.add_argument("--prompt", default="", help="prompt prepended to every text (default none)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=0, help="only the first N corpus texts (0: all)")

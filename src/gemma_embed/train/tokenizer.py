@@ -49,8 +49,8 @@ from tokenizers import (
 
 from gemma_embed.errors import ConfigError
 from gemma_embed.io.files import atomic_write, write_json
+from gemma_embed.paths import DATA_ENV, runs_dir
 from gemma_embed.train.corpus import HELDOUT_FILE, TRAIN_FILE, CorpusText, build_corpus, read_corpus
-from gemma_embed.train.sources import DATA_ENV, default_runs_dir
 
 PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
 SPECIAL_TOKENS = (PAD, EOS, BOS, UNK, MASK)
@@ -201,7 +201,7 @@ def build_tokenizer(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Train on a balanced sample of the corpus (built first if missing), save, and write `report.json`."""
-    corpus = Path(corpus_dir) if corpus_dir is not None else default_runs_dir() / "corpus"
+    corpus = Path(corpus_dir) if corpus_dir is not None else runs_dir() / "corpus"
     if not (corpus / TRAIN_FILE).is_file() or not (corpus / HELDOUT_FILE).is_file():
         build_corpus(corpus, data_root)
     texts = balanced_sample(read_corpus(corpus / TRAIN_FILE), max_texts, seed=seed)
