@@ -198,8 +198,10 @@ def test_cli_errors(tiny_checkpoint, tmp_path):
     (bad / "model.safetensors").unlink()
     (bad / "pytorch_model.bin").write_bytes(b"junk")
     assert_one_line_error(run_cli("info", str(bad)), "pickle")
-    float16 = run_cli("info", ckpt, "--dtype", "float16")
-    assert float16.returncode == 2 and "invalid choice" in float16.stderr  # argparse offers float32/bfloat16
+    assert_one_line_error(run_cli("info", ckpt, "--dtype", "float16"), "float16 range")
+    assert_one_line_error(
+        run_cli("encode", "-m", ckpt, "--dtype", "fp8", stdin="x\n"), "'fp8' is not supported"
+    )
 
 
 def test_cli_encode_and_similarity(tiny_checkpoint, tmp_path, model):

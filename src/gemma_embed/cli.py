@@ -32,8 +32,11 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.train.tokenizer",
     "gemma_embed.train.cli",
     "gemma_embed.train.soup",
+    "gemma_embed.train.mixture_cli",
     "gemma_embed.serve.cli",
 )
+# Free text, checked by the loader, so float16 gets its reason rather than argparse's "invalid choice".
+DTYPE_HELP = "float32 or bfloat16 (default: as stored; float16 is refused: EmbeddingGemma overflows it)"
 EXAMPLES = """examples:
   gemma-embed info ./embeddinggemma-300m
   gemma-embed similarity "Which planet is red?" "Mars is red." "Venus is hot." -m ./embeddinggemma-300m
@@ -55,9 +58,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="checkpoint directory, 'default', or a Hugging Face id already downloaded "
         "(default: $GEMMA_EMBED_MODEL or 'default')",
     )
-    parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], default=None, help="compute dtype (default: as stored)"
-    )
+    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
 
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="config, parameter counts by part, prompts and dtype of a model")
     p.add_argument("model", nargs="?", default=default_model())
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    p.add_argument("--dtype", default=None, help=DTYPE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import optuna
 
 from gemma_embed.errors import DataError, InputError
 from gemma_embed.io.files import write_json
@@ -77,6 +76,8 @@ def search_mixtures(
         top_k: how many results to return.
         direction: "maximize" a quality score or "minimize" a loss.
     """
+    import optuna  # optional dependency (the `train` extra)
+
     names = list(dataset_names)
     if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
         raise InputError(f"dataset_names must be unique non-empty strings; got {names}")
@@ -90,7 +91,7 @@ def search_mixtures(
         raise InputError(f"direction must be 'maximize' or 'minimize'; got {direction!r}")
     params = [f"w{d}" for d in range(len(names))]  # positional names: any dataset name is a valid key
 
-    def run_trial(trial: optuna.Trial) -> float:
+    def run_trial(trial: "optuna.Trial") -> float:
         weights = dict(
             zip(names, _normalize([trial.suggest_float(p, 0.0, 1.0) for p in params]), strict=True)
         )
