@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from pathlib import Path
 
 import torch
@@ -84,3 +85,10 @@ def write_random_checkpoint(
     )
     model = randomize(EmbeddingModel(config), seed)
     return save_checkpoint(Checkpoint(model, tokenizer, source=tok_path.parent), out)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (tests bind loopback only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,7 @@ import pytest
 from gemma_embed.cli import main
 from gemma_embed.serve.cli import default_model_name, is_loopback
 from gemma_embed.serve.settings import LOOPBACK
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+from helpers import free_port
 
 
 @pytest.mark.parametrize(

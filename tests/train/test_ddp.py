@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from torch.distributed.tensor import DTensor
 from gemma_embed.train import distributed
 from gemma_embed.train.recipe import Recipe
 from gemma_embed.train.trainer import Trainer, checkpoint_dirs, mean_over_ranks
+from helpers import free_port
 
 WORLD = 2
 MODES = ("ddp", "fsdp")
@@ -57,12 +57,6 @@ def _worker(rank: int, port: int, root: str) -> None:
         distributed.teardown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs the gloo backend")
 def test_two_processes_match_one_process(tmp_path, tiny_checkpoint):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
@@ -82,7 +76,7 @@ def test_two_processes_match_one_process(tmp_path, tiny_checkpoint):
     ref_parts, ref_tensors = one_step(reference)
     reference.fit()
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
 
     for mode in MODES:
         parts = json.loads((tmp_path / f"{mode}-parts.json").read_text())

@@ -2,7 +2,6 @@
 loss and gradients (inputs: W * single-process gradient before DDP's average; DDP parameters: equal)."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from gemma_embed.errors import InputError
 from gemma_embed.losses import EmbeddingGemmaLoss, nce_loss
 from gemma_embed.train import distributed
+from helpers import free_port
 
 WORLD, LOCAL_B, K, D_IN, D = 2, 3, 2, 6, 8
 GLOBAL_B = WORLD * LOCAL_B
@@ -110,15 +110,9 @@ def _worker(rank: int, port: int) -> None:
         distributed.teardown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_gloo_available(), reason="needs the gloo backend")
 def test_two_process_gathered_loss_and_gradients_equal_the_global_batch():
-    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(),), nprocs=WORLD, join=True)
 
 
 def test_single_process_helpers_are_the_identity(monkeypatch):
