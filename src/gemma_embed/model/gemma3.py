@@ -113,13 +113,23 @@ class EncoderLayer(nn.Module):
 
 
 def attention_masks(
-    attention_mask: Tensor | None, length: int, radius: int, device: torch.device
+    attention_mask: Tensor | None, length: int, radius: int, device: torch.device, causal: bool = False
 ) -> tuple[Tensor | None, Tensor | None]:
     """Boolean (True = may attend) masks for full and sliding layers, broadcastable to [B, H, L, L].
 
-    None means "attend everywhere", which lets SDPA take its unmasked fast path.
+    None means "attend everywhere", which lets SDPA take its unmasked fast path. With `causal` (Gemma 3 as a
+    decoder) query i sees keys j <= i, and a sliding layer only those with i - j < radius, where the caller
+    passes the declared `sliding_window` as radius (transformers' one-sided window).
     """
     positions = torch.arange(length, device=device)
+    if causal:
+        offset = positions[:, None] - positions[None, :]
+        past = offset >= 0
+        window = past & (offset < radius)
+        if attention_mask is not None and not bool(attention_mask.all()):
+            keys = attention_mask.bool()[:, None, None, :]
+            past, window = (keys & past) | (offset == 0), (keys & window) | (offset == 0)
+        return past, window
     distance = (positions[:, None] - positions[None, :]).abs()
     window = distance <= radius if length > radius + 1 else None
     if attention_mask is None or bool(attention_mask.all()):
@@ -146,7 +156,10 @@ class GemmaEncoder(nn.Module):
         scale = torch.tensor(self.config.hidden_size**0.5).to(weight.dtype)
         return self.embed_tokens(input_ids) * scale
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        """Final-normed states; `causal` runs the trunk as Gemma 3's decoder (see `attention_masks`)."""
         cfg = self.config
         length = input_ids.shape[1]
         if length > cfg.max_position_embeddings:
@@ -154,7 +167,8 @@ class GemmaEncoder(nn.Module):
                 f"sequence length {length} exceeds max_position_embeddings {cfg.max_position_embeddings}"
             )
         x = self.embed(input_ids)
-        full_mask, sliding_mask = attention_masks(attention_mask, length, cfg.window_radius, x.device)
+        radius = cfg.sliding_window if causal else cfg.window_radius
+        full_mask, sliding_mask = attention_masks(attention_mask, length, radius, x.device, causal)
         tables = {}
         for is_sliding, base in ((True, cfg.rope_local_base_freq), (False, cfg.rope_theta)):
             cos, sin = rotary_tables(cfg.head_dim, base, length, x.device)

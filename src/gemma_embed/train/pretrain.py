@@ -1,0 +1,325 @@
+"""Small generative training loops for EmbeddingGemma's initialization path.
+
+* `pretrain_lm`: causal-LM pretraining of a small decoder-only Gemma 3 (next-token prediction over packed
+  windows of a JSONL text corpus, rows {"text": ...}, e.g. `runs/corpus/train.jsonl`).
+* `train_ul2`: UL2-style adaptation of the T5Gemma encoder-decoder (Tay et al. 2022, "UL2: Unifying Language
+  Learning Paradigms"; Zhang et al. 2025, "Encoder-Decoder Gemma"): each example is either T5 span corruption
+  (noise spans replaced by sentinel tokens in the input, the target lists sentinel + span) or prefix-LM
+  (the encoder reads a random prefix, the decoder continues it).
+
+Both use AdamW with linear warmup and cosine decay (to 10%), bf16 autocast (when enabled), gradient
+clipping, and step-level resumption: `WORK/state/` holds `model.safetensors`, `optimizer.safetensors` and
+`state.json` (step, losses, optimizer structure), written atomically every `save_every` steps. Batches
+come from a generator seeded by (seed, step), so a resumed run sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from gemma_embed.errors import DataError
+from gemma_embed.io.checkpoint import read_json, read_tensors, tensors_for_saving
+from gemma_embed.io.files import atomic_directory, write_json
+from gemma_embed.io.tokenizer import TextTokenizer
+from gemma_embed.model.decoder import GemmaDecoderLM
+from gemma_embed.model.encdec import EncoderDecoder
+from gemma_embed.train.data import read_jsonl
+from gemma_embed.train.trainer import flatten_state, unflatten_state
+
+IGNORE = -100
+STATE_DIR = "state"
+Batch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Optimization and UL2 mixture settings (defaults suit a small CPU/GPU run)."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 20
+    grad_clip: float = 1.0
+    seed: int = 0
+    bf16: bool = True
+    save_every: int = 200
+    # UL2 mixture: share of prefix-LM examples, the rest is span corruption.
+    prefix_lm_rate: float = 0.5
+    noise_density: float = 0.15
+    mean_span: float = 3.0
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+
+
+def corpus_tokens(path: Path, tokenizer: TextTokenizer, max_texts: int | None = None) -> Tensor:
+    """All texts of a JSONL corpus tokenized and concatenated, each followed by <eos> (a 1-D int64 stream)."""
+    texts = []
+    for lineno, row in read_jsonl(path):
+        if not isinstance(row.get("text"), str):
+            raise DataError(f"{path}, line {lineno}: expected a string 'text' field")
+        texts.append(row["text"])
+        if max_texts is not None and len(texts) >= max_texts:
+            break
+    stream = [t for ids in tokenizer.text_ids(texts) for t in (*ids, tokenizer.eos_id)]
+    if len(stream) < 8:
+        raise DataError(f"{path}: the corpus has too few tokens ({len(stream)}) to train on")
+    return torch.tensor(stream, dtype=torch.long)
+
+
+def sample_windows(stream: Tensor, rng: random.Random, count: int, length: int) -> list[list[int]]:
+    """`count` random windows of `length` tokens (shorter when the corpus is)."""
+    length = min(length, len(stream))
+    starts = [rng.randrange(len(stream) - length + 1) for _ in range(count)]
+    return [stream[s : s + length].tolist() for s in starts]
+
+
+def pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def lm_batch(stream: Tensor, rng: random.Random, cfg: LoopConfig, tokenizer: TextTokenizer) -> Batch:
+    """Teacher-forced next-token batch: input `<bos> w[:-1]`, labels `w`."""
+    windows = sample_windows(stream, rng, cfg.batch_size, cfg.seq_len)
+    inputs = [[tokenizer.bos_id, *w[:-1]] for w in windows]
+    return {"input_ids": pad(inputs, tokenizer.pad_id), "labels": pad(windows, IGNORE)}
+
+
+def noise_spans(length: int, rng: random.Random, density: float, mean_span: float) -> list[tuple[int, int]]:
+    """Non-overlapping (start, end) noise spans covering ~density of `length` tokens (T5's random spans)."""
+    noise = min(max(1, round(length * density)), length - 1)
+    count = max(1, min(round(noise / mean_span), noise, length - noise))
+    noise_lengths = random_partition(noise, count, rng)
+    keep_lengths = random_partition(length - noise, count, rng)
+    spans, position = [], 0
+    for keep, span in zip(keep_lengths, noise_lengths, strict=True):
+        position += keep
+        spans.append((position, position + span))
+        position += span
+    return spans
+
+
+def random_partition(total: int, parts: int, rng: random.Random) -> list[int]:
+    """`total` split into `parts` positive integers, uniformly over compositions."""
+    cuts = sorted(rng.sample(range(1, total), parts - 1))
+    return [b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True)]
+
+
+def span_corruption(
+    tokens: list[int], rng: random.Random, sentinels: Sequence[int], cfg: LoopConfig, eos: int
+) -> tuple[list[int], list[int]]:
+    """T5 denoising: (input with each noise span replaced by a sentinel, target `s0 span0 s1 span1 ... eos`)."""
+    inputs, target, position = [], [], 0
+    for k, (start, end) in enumerate(noise_spans(len(tokens), rng, cfg.noise_density, cfg.mean_span)):
+        sentinel = sentinels[k % len(sentinels)]
+        inputs += [*tokens[position:start], sentinel]
+        target += [sentinel, *tokens[start:end]]
+        position = end
+    return [*inputs, *tokens[position:]], [*target, eos]
+
+
+def prefix_lm(tokens: list[int], rng: random.Random, eos: int) -> tuple[list[int], list[int]]:
+    """Prefix-LM: (a random non-empty prefix, the rest followed by eos)."""
+    split = rng.randrange(1, len(tokens))
+    return tokens[:split], [*tokens[split:], eos]
+
+
+def ul2_batch(
+    stream: Tensor, rng: random.Random, cfg: LoopConfig, tokenizer: TextTokenizer, sentinels: Sequence[int]
+) -> Batch:
+    """A UL2 mixture batch for the encoder-decoder (teacher-forced decoder inputs `<bos> target[:-1]`)."""
+    sources, targets = [], []
+    for window in sample_windows(stream, rng, cfg.batch_size, cfg.seq_len):
+        if rng.random() < cfg.prefix_lm_rate:
+            source, target = prefix_lm(window, rng, tokenizer.eos_id)
+        else:
+            source, target = span_corruption(window, rng, sentinels, cfg, tokenizer.eos_id)
+        sources.append(source)
+        targets.append(target)
+    enc = pad(sources, tokenizer.pad_id)
+    return {
+        "input_ids": enc,
+        "attention_mask": pad([[1] * len(s) for s in sources], 0),
+        "decoder_input_ids": pad([[tokenizer.bos_id, *t[:-1]] for t in targets], tokenizer.pad_id),
+        "decoder_attention_mask": pad([[1] * len(t) for t in targets], 0),
+        "labels": pad(targets, IGNORE),
+    }
+
+
+def sentinel_ids(tokenizer: TextTokenizer, count: int = 100) -> list[int]:
+    """Sentinel ids for span corruption: Gemma's `<unused0>`, `<unused1>`, ... when the vocabulary has them
+    (distinct T5-style sentinels), otherwise the single `<mask>` token (our trained tokenizer: id 4)."""
+    vocab = tokenizer.tokenizer
+    unused = [vocab.token_to_id(f"<unused{i}>") for i in range(count)]
+    if unused[0] is not None:
+        return [i for i in unused if i is not None]
+    if (mask := vocab.token_to_id("<mask>")) is not None:
+        return [mask]
+    raise DataError("the tokenizer has neither <unused0>... nor <mask> tokens to use as span sentinels")
+
+
+# ---- losses --------------------------------------------------------------------------------------------
+
+
+def token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over labelled positions, in float32."""
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+
+
+def lm_loss(model: nn.Module, batch: Batch) -> Tensor:
+    return token_loss(model(batch["input_ids"]), batch["labels"])
+
+
+def encdec_loss(model: nn.Module, batch: Batch) -> Tensor:
+    logits = model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["decoder_input_ids"],
+        batch["decoder_attention_mask"],
+    )
+    return token_loss(logits, batch["labels"])
+
+
+# ---- loop ----------------------------------------------------------------------------------------------
+
+
+def unique_state(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict without aliases of an earlier tensor (tied embeddings), as safetensors requires."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            out[name] = tensor
+    return out
+
+
+def lr_factor(step: int, cfg: LoopConfig) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 10% at `steps`."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save_state(
+    work: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, losses: list
+) -> None:
+    tensors: dict[str, Tensor] = {}
+    raw = optimizer.state_dict()  # per-parameter state is keyed by int; JSON keys are strings
+    optim = flatten_state(
+        {"state": {str(k): v for k, v in raw["state"].items()}, "param_groups": raw["param_groups"]},
+        "optimizer",
+        tensors,
+    )
+    with atomic_directory(work / STATE_DIR, overwrite=True) as out:
+        save_file(tensors_for_saving(unique_state(model)), str(out / "model.safetensors"))
+        save_file(tensors_for_saving(tensors), str(out / "optimizer.safetensors"))
+        write_json(out / "state.json", {"step": step, "losses": losses, "optimizer": optim})
+
+
+def load_state(work: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    """Restore a saved state into `model` and `optimizer`; (step, losses), or (0, []) when there is none."""
+    root = work / STATE_DIR
+    if not (root / "state.json").is_file():
+        return 0, []
+    state = read_json(root / "state.json")
+    weights = read_tensors(root / "model.safetensors")
+    expected = set(unique_state(model))
+    if set(weights) != expected:
+        raise DataError(f"{root}: the saved model does not match this one; use a fresh work directory")
+    model.load_state_dict(weights, strict=False)
+    optim = unflatten_state(state["optimizer"], read_tensors(root / "optimizer.safetensors"))
+    optimizer.load_state_dict({**optim, "state": {int(k): v for k, v in optim["state"].items()}})
+    return int(state["step"]), list(state["losses"])
+
+
+def train_loop(
+    model: nn.Module,
+    make_batch: Callable[[random.Random], Batch],
+    loss_fn: Callable[[nn.Module, Batch], Tensor],
+    cfg: LoopConfig,
+    work: Path,
+    *,
+    device: str | torch.device = "cpu",
+    desc: str = "train",
+) -> list[float]:
+    """Train `model` in place for `cfg.steps` steps (resuming from `work/state`); the per-step losses."""
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+    step, losses = load_state(work, model, optimizer)
+    write_json(work / "loop_config.json", asdict(cfg))
+    progress = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc=desc, disable=None)
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, cfg)
+        batch = {k: v.to(device) for k, v in make_batch(random.Random(cfg.seed * 1_000_003 + step)).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{losses[-1]:.3f}")
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_state(work, model, optimizer, step + 1, losses)
+    model.eval()
+    return losses
+
+
+def pretrain_lm(
+    model: GemmaDecoderLM, tokenizer: TextTokenizer, corpus: Path, cfg: LoopConfig, work: Path, **kw: Any
+) -> list[float]:
+    """Causal-LM pretraining of a decoder-only Gemma 3 on a JSONL corpus."""
+    stream = corpus_tokens(corpus, tokenizer)
+    return train_loop(model, lambda rng: lm_batch(stream, rng, cfg, tokenizer), lm_loss, cfg, work, **kw)
+
+
+def train_ul2(
+    model: EncoderDecoder, tokenizer: TextTokenizer, corpus: Path, cfg: LoopConfig, work: Path, **kw: Any
+) -> list[float]:
+    """UL2 adaptation (span corruption + prefix-LM) of the encoder-decoder on a JSONL corpus."""
+    stream, sentinels = corpus_tokens(corpus, tokenizer), sentinel_ids(tokenizer)
+
+    def make_batch(rng: random.Random) -> Batch:
+        return ul2_batch(stream, rng, cfg, tokenizer, sentinels)
+
+    return train_loop(model, make_batch, encdec_loss, cfg, work, desc="ul2", **kw)
+
+
+def loop_summary(losses: list[float]) -> str:
+    """One JSON line: steps, first and last loss (mean of up to 10)."""
+    head, tail = losses[:10], losses[-10:]
+    return json.dumps(
+        {
+            "steps": len(losses),
+            "first_loss": sum(head) / max(1, len(head)),
+            "last_loss": sum(tail) / max(1, len(tail)),
+        }
+    )
