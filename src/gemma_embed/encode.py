@@ -18,6 +18,7 @@ from gemma_embed.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoi
 from gemma_embed.model.config import GemmaEmbedConfig
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.prompts import apply_prompt, resolve_prompt
+from gemma_embed.quant.embeddings import check_precision, quantize_embeddings
 
 LongText = Literal["truncate", "chunk"]
 BUILTIN_MODELS_DIR = Path(__file__).parent / "models"
@@ -147,14 +148,19 @@ class Embedder:
         batch_size: int = 32,
         show_progress: bool | None = None,
         long_text: LongText = "truncate",
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray:
         """Embed texts as float32 L2-normalized vectors [n, dim] (one vector [dim] for a single string).
 
         task: a prompt name (see `prompts`, e.g. "query", "document", "STS"); prompt: a literal prompt
         string instead; neither: the checkpoint's default prompt (none for EmbeddingGemma). dim: Matryoshka
         truncation (re-normalized). long_text: "truncate" to max_seq_length tokens (warns with a count) or
-        "chunk" to embed overlapping windows and average them.
+        "chunk" to embed overlapping windows and average them. precision: "float32", or "int8"/"uint8"
+        (per-dimension `ranges` [2, dim], else calibrated on these texts) / "binary"/"ubinary" (packed
+        sign bits), as `gemma_embed.quant.embeddings.quantize_embeddings` does after normalization.
         """
+        check_precision(precision)
         items, single = _as_texts(texts)
         dim = self.check_dim(dim)
         if long_text not in ("truncate", "chunk"):
@@ -178,7 +184,7 @@ class Embedder:
             pooled = torch.zeros(len(items), vectors.shape[1])
             pooled.index_add_(0, torch.tensor(owners), vectors)
             vectors = pooled
-        out = truncate_and_normalize(vectors, dim).numpy()
+        out = quantize_embeddings(truncate_and_normalize(vectors, dim).numpy(), precision, ranges)
         return out[0] if single else out
 
     def _chunk(self, prefix: str, items: list[str]) -> tuple[list[str], list[int]]:

@@ -230,6 +230,11 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
         raise CheckpointError(f"{root}: pooling dimension {pooling_dim} != hidden_size {config.hidden_size}")
 
     tensors = read_encoder_tensors(root)
+    quantized = None
+    if (root / "quantization.json").is_file():  # a `gemma-embed quantize` checkpoint
+        from gemma_embed.quant.weights import apply_quantized, split_quantized
+
+        tensors, quantized, scheme = split_quantized(root, tensors)
     target = resolve_dtype(dtype, stored=next(iter(tensors.values())).dtype if tensors else None)
     with torch.device("meta"):
         model = EmbeddingModel(config)
@@ -243,6 +248,8 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
     head_state = {f"dense.{i}.weight": w for i, w in enumerate(dense)}
     model.encoder.load_state_dict({k: v.to(target) for k, v in tensors.items()}, assign=True)
     model.head.load_state_dict({k: v.to(target) for k, v in head_state.items()}, assign=True)
+    if quantized is not None:
+        apply_quantized(model, quantized, scheme)
     model.to(device).eval()
 
     tokenizer = TextTokenizer.from_file(
@@ -300,6 +307,12 @@ def write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write the checkpoint atomically; sentence-transformers and `load_checkpoint` both read the result."""
     model, config = ckpt.model, ckpt.model.config
+    from gemma_embed.quant.weights import holds_quantized  # the quant package imports this module
+
+    if holds_quantized(model):
+        raise CheckpointError(
+            "this model holds quantized weights; save the float checkpoint and run `gemma-embed quantize` on it"
+        )
     dtype = next(model.parameters()).dtype
     dtype_name = str(dtype).removeprefix("torch.")
     with atomic_directory(Path(path), overwrite=overwrite, error=CheckpointError) as out:

@@ -1,0 +1,322 @@
+"""Per-block weight quantization (int8, int4, mixed) for CPU inference and small checkpoints.
+
+Scheme (symmetric, per block): a weight matrix [out, in] is cut into blocks of `BLOCK = 32` consecutive
+inputs of one output row; each block has one scale `s = max|w| / qmax` (qmax 127 for int8, 7 for int4),
+rounded to bfloat16 *before* the codes are computed (for int4, the scale is the one among
+`max|w| * c / 7`, c in CLIP_SEARCH, with the least squared error in the block), and codes `q = clamp(round(w / s), -qmax - 1, qmax)`.
+int4 codes are stored offset by 8 as unsigned nibbles, two per byte (even input column in the low nibble).
+The dequantized weight is `q * s`. The token-embedding table [vocab, hidden] is quantized the same way
+along hidden, so one row dequantizes on its own at lookup.
+
+Schemes, after the quantization-aware-training variants released with EmbeddingGemma (Schechter Vera et
+al., 2025, "EmbeddingGemma: Powerful and Lightweight Text Representations", quantization section: int4
+per-block, int8 per-block, and mixed precision with int4 for embeddings, feed-forward and projection
+layers and int8 for attention). Tensors (names as in the checkpoint):
+
+    ==========================================  =====  =====  =====
+    tensor                                       int8   int4   mixed
+    ==========================================  =====  =====  =====
+    embed_tokens.weight                           8      4      4
+    layers.*.self_attn.{q,k,v,o}_proj.weight      8      4      8
+    layers.*.mlp.{gate,up,down}_proj.weight       8      4      4
+    head dense.{i}.weight (2_Dense, 3_Dense)      8      4      4   (in memory; stored float, see below)
+    every *norm.weight                            float  float  float
+    ==========================================  =====  =====  =====
+
+A matrix whose input dim is not a multiple of BLOCK stays float (none in EmbeddingGemma). Note: the
+released QAT checkpoints were *trained* for these formats; quantizing float weights after training (what
+this module does) is post-training quantization and loses more quality than QAT.
+
+On disk: the usual checkpoint layout, where `model.safetensors` holds the float tensors plus, for each
+quantized tensor NAME, `NAME.qcodes` (int8, or uint8 packed int4) and `NAME.qscales` (bfloat16), and
+`quantization.json` is the manifest (format, scheme, block size, bits per tensor). The head's Dense layers
+stay float in their folders (1.5% of EmbeddingGemma's weights) and are quantized deterministically at load.
+Only safetensors and JSON are written or read; never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from gemma_embed.errors import CheckpointError, ConfigError
+from gemma_embed.io.files import atomic_directory, write_json
+
+BLOCK = 32
+SCHEMES: tuple[str, ...] = ("int8", "int4", "mixed")
+MANIFEST = "quantization.json"
+FORMAT = "gemma-embed-blockwise"
+FORMAT_VERSION = 1
+CODES, SCALES = ".qcodes", ".qscales"
+SCALE_DTYPE = torch.bfloat16
+_QMAX = {8: 127, 4: 7}
+# int4 scales are searched among absmax * c / 7 for these c (the one with the least squared error per block
+# wins); int8 uses c = 1 (its rounding error is already far below the clipping trade-off).
+CLIP_SEARCH: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+
+
+# ---- the numerics ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """Codes and per-block scales of a 2-D weight [out, in]; `bits` is 8 or 4."""
+
+    codes: Tensor  # int8 [out, in] (8 bits) or uint8 [out, in // 2] (4 bits)
+    scales: Tensor  # SCALE_DTYPE [out, in // block]
+    bits: int
+    shape: tuple[int, int]
+    block: int = BLOCK
+
+    def dequantize(self, dtype: torch.dtype = torch.float32, rows: Tensor | None = None) -> Tensor:
+        """The float weight (or only `rows` of it), `codes * scale`, in `dtype`."""
+        codes = self.codes if rows is None else self.codes[rows]
+        scales = self.scales if rows is None else self.scales[rows]
+        values = unpack_int4(codes) if self.bits == 4 else codes
+        blocks = values.reshape(*values.shape[:-1], -1, self.block).float()
+        return (blocks * scales.float().unsqueeze(-1)).reshape(*values.shape).to(dtype)
+
+
+def check_bits(bits: int) -> int:
+    if bits not in _QMAX:
+        raise ConfigError(f"bits={bits!r} is not supported; use 8 or 4")
+    return bits
+
+
+def quantize_tensor(weight: Tensor, bits: int, block: int = BLOCK) -> QuantizedTensor:
+    """Symmetric per-block quantization of a 2-D weight along its last (input) dim."""
+    qmax = _QMAX[check_bits(bits)]
+    if weight.ndim != 2 or weight.shape[1] % block:
+        raise ConfigError(f"cannot quantize shape {tuple(weight.shape)} in blocks of {block} along dim 1")
+    w = weight.detach().float().reshape(weight.shape[0], -1, block)
+    absmax = w.abs().amax(-1, keepdim=True)
+    best_scale, best_err = None, None
+    for shrink in CLIP_SEARCH if bits == 4 else (1.0,):  # MSE-optimal clipping (int4 only)
+        scale = (absmax * shrink / qmax).to(SCALE_DTYPE).float()
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        err = (
+            (torch.clamp(torch.round(w / scale), -qmax - 1, qmax) * scale - w).square().sum(-1, keepdim=True)
+        )
+        if best_scale is None:
+            best_scale, best_err = scale, err
+        else:
+            better = err < best_err
+            best_scale, best_err = torch.where(better, scale, best_scale), torch.minimum(err, best_err)
+    codes = torch.clamp(torch.round(w / best_scale), -qmax - 1, qmax).to(torch.int8).reshape(weight.shape)
+    scales = torch.where(absmax == 0, torch.zeros_like(best_scale), best_scale).squeeze(-1).to(SCALE_DTYPE)
+    if bits == 4:
+        codes = pack_int4(codes)
+    return QuantizedTensor(codes.contiguous(), scales.contiguous(), bits, tuple(weight.shape), block)
+
+
+def pack_int4(codes: Tensor) -> Tensor:
+    """int8 codes in [-8, 7] [..., n] -> uint8 [..., n // 2], two offset-by-8 nibbles per byte."""
+    u = (codes.to(torch.int16) + 8).to(torch.uint8)
+    return u[..., 0::2] | (u[..., 1::2] << 4)
+
+
+def unpack_int4(packed: Tensor) -> Tensor:
+    """The inverse of `pack_int4`: uint8 [..., n // 2] -> int8 codes [..., n]."""
+    low = (packed & 0x0F).to(torch.int8) - 8
+    high = (packed >> 4).to(torch.int8) - 8
+    return torch.stack((low, high), dim=-1).reshape(*packed.shape[:-1], -1)
+
+
+# ---- run-time modules --------------------------------------------------------------------------------
+
+
+class _Quantized(nn.Module):
+    """Holds codes and scales as buffers; `weight` is an empty tensor that only carries the compute dtype.
+
+    (The model reads `.weight.dtype` of its embedding and head layers; an empty marker keeps that working
+    without materializing the float weight. `model.to(dtype)` converts the marker and the scales.)
+    """
+
+    def __init__(self, q: QuantizedTensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.bits, self.block, self.shape = q.bits, q.block, q.shape
+        self.register_buffer("codes", q.codes)
+        self.register_buffer("scales", q.scales)
+        self.register_buffer("weight", torch.empty(0, dtype=dtype, device=q.codes.device), persistent=False)
+
+    def quantized(self) -> QuantizedTensor:
+        return QuantizedTensor(self.codes, self.scales, self.bits, self.shape, self.block)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, bits={self.bits}, block={self.block}"
+
+
+def holds_quantized(model: nn.Module) -> bool:
+    """Whether any layer of `model` holds quantized codes (such a model is saved by `save_quantized` only)."""
+    return any(isinstance(module, _Quantized) for module in model.modules())
+
+
+class QuantLinear(_Quantized):
+    """`nn.Linear` without bias whose weight stays quantized and is dequantized just in time per call."""
+
+    @property
+    def in_features(self) -> int:
+        return self.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.quantized().dequantize(x.dtype))
+
+
+class QuantEmbedding(_Quantized):
+    """`nn.Embedding` whose table stays quantized; only the looked-up rows are dequantized."""
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.quantized().dequantize(self.weight.dtype, rows=input_ids)
+
+
+# ---- which tensor gets which format --------------------------------------------------------------------
+
+
+def bits_for(name: str, scheme: str) -> int | None:
+    """Bits for a weight of the scheme (see the module table), or None to keep it float."""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"scheme={scheme!r} is not supported; use one of {', '.join(SCHEMES)}")
+    if not name.endswith(".weight") or name.endswith("norm.weight"):
+        return None
+    if scheme != "mixed":
+        return int(scheme.removeprefix("int"))
+    return 8 if ".self_attn." in name else 4
+
+
+def _quantizable(module: nn.Module) -> bool:
+    return (isinstance(module, nn.Linear) and module.bias is None) or isinstance(module, nn.Embedding)
+
+
+def quantize_model(
+    model: nn.Module, scheme: str, quantized: dict[str, QuantizedTensor] | None = None
+) -> dict:
+    """Replace the model's Linear/Embedding layers in place by QuantLinear/QuantEmbedding per `scheme`.
+
+    `quantized` supplies already-quantized tensors by parameter name (from a checkpoint); others are
+    quantized from the module's float weight. Returns {parameter name: bits} of what was replaced.
+    """
+    replaced: dict[str, int] = {}
+    quantized = quantized or {}
+    for name, module in list(model.named_modules()):
+        weight_name = f"{name}.weight"
+        if not _quantizable(module) or (bits := bits_for(weight_name, scheme)) is None:
+            continue
+        q = quantized.get(weight_name)
+        if q is None:
+            if module.weight.shape[1] % BLOCK or module.weight.is_meta:
+                continue
+            q = quantize_tensor(module.weight, bits)
+        dtype = module.weight.dtype
+        new = QuantEmbedding(q, dtype) if isinstance(module, nn.Embedding) else QuantLinear(q, dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        replaced[weight_name] = q.bits
+    return replaced
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------
+
+
+def is_quantized(root: str | Path) -> bool:
+    return (Path(root) / MANIFEST).is_file()
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} cannot be read as JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format {manifest.get('format')!r} v{manifest.get('version')} is not supported "
+            f"(this version reads {FORMAT!r} v{FORMAT_VERSION}); re-run `gemma-embed quantize`"
+        )
+    if manifest.get("scheme") not in SCHEMES or manifest.get("block_size") != BLOCK:
+        raise CheckpointError(f"{path}: unsupported scheme or block size in {manifest}")
+    return manifest
+
+
+def split_quantized(
+    root: Path, tensors: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], dict[str, QuantizedTensor], str]:
+    """Encoder tensors of a quantized checkpoint -> (float tensors with meta placeholders for the
+    quantized ones, {name: QuantizedTensor}, scheme). Called by `load_checkpoint` through its hook."""
+    manifest = read_manifest(root)
+    floats = {k: v for k, v in tensors.items() if not k.endswith((CODES, SCALES))}
+    quantized: dict[str, QuantizedTensor] = {}
+    for name, entry in manifest.get("tensors", {}).items():
+        codes, scales = tensors.get(name + CODES), tensors.get(name + SCALES)
+        if codes is None or scales is None:
+            raise CheckpointError(f"{root / 'model.safetensors'}: codes or scales of {name!r} are missing")
+        shape = tuple(int(d) for d in entry["shape"])
+        q = QuantizedTensor(codes, scales, check_bits(int(entry["bits"])), shape)  # type: ignore[arg-type]
+        expected_codes = (shape[0], shape[1] // (2 if q.bits == 4 else 1))
+        if tuple(codes.shape) != expected_codes or tuple(scales.shape) != (shape[0], shape[1] // BLOCK):
+            raise CheckpointError(
+                f"{root / 'model.safetensors'}: codes/scales of {name!r} do not fit {shape}"
+            )
+        quantized[name] = q
+        floats[name] = torch.empty(shape, device="meta")
+    extra = sorted(k for k in tensors if k.endswith((CODES, SCALES)) and k.rsplit(".", 1)[0] not in quantized)
+    if extra:
+        raise CheckpointError(f"{root / MANIFEST} does not list quantized tensor {extra[0]!r}")
+    return floats, quantized, manifest["scheme"]
+
+
+def apply_quantized(model: nn.Module, quantized: dict[str, QuantizedTensor], scheme: str) -> None:
+    """Install stored encoder tensors and quantize the rest (the head) per scheme (load-time hook)."""
+    quantize_model(model.encoder, scheme, quantized)
+    quantize_model(model.head, scheme)
+
+
+def save_quantized(checkpoint: Any, scheme: str, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `checkpoint` (a float `Checkpoint`) quantized with `scheme` as a checkpoint directory.
+
+    The whole directory appears atomically: the float layout is written by `save_checkpoint` into a
+    temporary directory, whose `model.safetensors` is then replaced by the quantized tensors.
+    """
+    from gemma_embed.io.checkpoint import save_checkpoint, tensors_for_saving
+
+    bits_for("x.weight", scheme)  # validates the scheme before any work
+    tensors: dict[str, Tensor] = {}
+    entries: dict[str, Any] = {}
+    for name, tensor in checkpoint.model.encoder.state_dict().items():
+        bits = bits_for(name, scheme)
+        if bits is None or tensor.ndim != 2 or tensor.shape[1] % BLOCK:
+            tensors[name] = tensor
+            continue
+        q = quantize_tensor(tensor, bits)
+        tensors[name + CODES], tensors[name + SCALES] = q.codes, q.scales
+        entries[name] = {"bits": bits, "shape": list(q.shape)}
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "scheme": scheme,
+        "block_size": BLOCK,
+        "scale_dtype": str(SCALE_DTYPE).removeprefix("torch."),
+        "symmetric": True,
+        "int4_packing": "two codes per byte, offset 8, even input column in the low nibble",
+        "head": "Dense layers stored float in their folders; quantized at load with the same scheme",
+        "tensors": entries,
+    }
+    with atomic_directory(Path(out), overwrite=overwrite, error=CheckpointError) as tmp:
+        save_checkpoint(checkpoint, tmp, overwrite=True)  # tmp is empty: only the layout is written
+        save_file(
+            tensors_for_saving(tensors),
+            str(tmp / "model.safetensors"),
+            {"format": "pt", "quantization": scheme},
+        )
+        write_json(tmp / MANIFEST, manifest)
+    return Path(out)
