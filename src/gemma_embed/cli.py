@@ -35,6 +35,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.train.mixture_cli",
     "gemma_embed.train.adapt",
     "gemma_embed.quant.cli",
+    "gemma_embed.search.cli",
     "gemma_embed.serve.cli",
 )
 # Free text, checked by the loader, so float16 gets its reason rather than argparse's "invalid choice".
