@@ -26,6 +26,7 @@ is then followed by DDP *summing* would be W times too large.) Ranks must hold e
 """
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -70,8 +71,19 @@ def setup() -> torch.device:
 
 
 def teardown() -> None:
-    """Leave the process group (a no-op without one)."""
-    if is_initialized():
+    """Leave the process group (a no-op without one).
+
+    Ranks first wait for each other (bounded, so a rank that died cannot hang the others): gloo aborts a
+    process whose peer destroys the group while it is still communicating.
+    """
+    if not is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 
