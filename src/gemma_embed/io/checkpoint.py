@@ -230,10 +230,14 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
         raise CheckpointError(f"{root}: pooling dimension {pooling_dim} != hidden_size {config.hidden_size}")
 
     tensors = read_encoder_tensors(root)
-    quantized = None
-    if (root / "quantization.json").is_file():  # a `gemma-embed quantize` checkpoint
-        from gemma_embed.quant.weights import apply_quantized, split_quantized
+    from gemma_embed.quant.weights import (  # imports this module
+        apply_quantized,
+        is_quantized,
+        split_quantized,
+    )
 
+    quantized = None
+    if is_quantized(root):  # a `gemma-embed quantize` checkpoint
         tensors, quantized, scheme = split_quantized(root, tensors)
     target = resolve_dtype(dtype, stored=next(iter(tensors.values())).dtype if tensors else None)
     with torch.device("meta"):

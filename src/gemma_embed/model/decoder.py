@@ -31,7 +31,7 @@ from gemma_embed.io.checkpoint import (
 )
 from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.model.config import GemmaEmbedConfig
-from gemma_embed.model.gemma3 import GemmaEncoder
+from gemma_embed.model.gemma3 import GemmaEncoder, gemma_init_
 
 PREFIX = "model."
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -53,15 +53,8 @@ class GemmaDecoderLM(nn.Module):
         return lm_logits(self.hidden_states(input_ids, attention_mask), self.model.embed_tokens)
 
     def initialize(self, seed: int | None = None, std: float = 0.02) -> GemmaDecoderLM:
-        """Random init as transformers does for Gemma 3: normal(0, std) matrices, zero norm gains."""
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        with torch.no_grad():
-            for name, param in self.named_parameters():
-                if name.endswith("norm.weight"):
-                    param.zero_()
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * std)
-        return self
+        """Random init as transformers does for Gemma 3 (see `gemma_init_`)."""
+        return gemma_init_(self, seed, std)
 
 
 def lm_logits(states: Tensor, embed_tokens: nn.Embedding) -> Tensor:

@@ -14,11 +14,27 @@ in float32 and cast to the activation dtype, the embedding scale sqrt(hidden) ca
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gemma_embed.model.config import SLIDING, GemmaEmbedConfig
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def gemma_init_(module: M, seed: int | None = None, std: float = 0.02) -> M:
+    """In place, as transformers initialises Gemma 3: normal(0, std) matrices, zero norm gains; returns module."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("norm.weight"):
+                param.zero_()
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return module
 
 
 class RMSNorm(nn.Module):

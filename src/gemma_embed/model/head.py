@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gemma_embed.model.config import GemmaEmbedConfig
-from gemma_embed.model.gemma3 import GemmaEncoder
+from gemma_embed.model.gemma3 import GemmaEncoder, gemma_init_
 
 
 def mean_pool(states: Tensor, attention_mask: Tensor) -> Tensor:
@@ -59,12 +59,5 @@ class EmbeddingModel(nn.Module):
         return truncate_and_normalize(self.head(pooled).float(), dim)
 
     def initialize(self, seed: int | None = None, std: float = 0.02) -> EmbeddingModel:
-        """Random init as transformers does for Gemma 3: normal(0, std) matrices, zero norm gains."""
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        with torch.no_grad():
-            for name, param in self.named_parameters():
-                if name.endswith("norm.weight"):
-                    param.zero_()
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * std)
-        return self
+        """Random init as transformers does for Gemma 3 (see `gemma_init_`)."""
+        return gemma_init_(self, seed, std)
