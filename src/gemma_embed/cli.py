@@ -30,6 +30,11 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.train.sources",
     "gemma_embed.train.corpus",
     "gemma_embed.train.tokenizer",
+    "gemma_embed.train.teacher",
+    "gemma_embed.train.mining",
+    "gemma_embed.train.static_init",
+    "gemma_embed.train.pipeline",
+    "gemma_embed.train.ablation",
     "gemma_embed.train.cli",
     "gemma_embed.train.soup",
     "gemma_embed.train.mixture_cli",
@@ -183,6 +188,20 @@ def parameter_counts(model: EmbeddingModel) -> dict[str, int]:
     return parts
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from gemma_embed.dtypes import resolve_dtype
+    from gemma_embed.io.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(args.model, dtype=resolve_dtype(args.dtype))
+    out = save_checkpoint(ckpt, args.out, overwrite=args.overwrite)
+    if args.card:
+        with atomic_write(out / "README.md") as handle:
+            handle.write(Path(args.card).read_text(encoding="utf-8"))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{out}: {size / 2**20:.1f} MiB")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     model = load_model(args)
     cfg = model.config
@@ -262,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help=DTYPE_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "convert",
+        help="re-save a checkpoint in another dtype (e.g. bfloat16 to halve it), with an optional model card",
+    )
+    p.add_argument("model", help="checkpoint directory")
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    p.add_argument("--dtype", default="bfloat16", help="float32 or bfloat16 (default bfloat16)")
+    p.add_argument("--card", help="markdown file copied to OUT/README.md")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.set_defaults(func=cmd_convert)
 
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).register(sub)

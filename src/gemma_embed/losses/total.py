@@ -41,6 +41,8 @@ class EmbeddingGemmaLoss(nn.Module):
         projection: `DistillationProjection(student_dim, teacher_dim)` when the teacher's dim differs; trained
             through `self.parameters()`, never saved with the model.
         mse_weight, relational, relational_tau: forwarded to `embedding_distillation_loss`.
+        distill_negatives: also match the teacher on hard negatives (the paper's choice); False distills
+            queries and positives only.
         gather: use every rank's in-batch candidates when torch.distributed is initialised.
     """
 
@@ -57,6 +59,7 @@ class EmbeddingGemmaLoss(nn.Module):
         mse_weight: float = 0.0,
         relational: RelationalKind | None = None,
         relational_tau: float = 0.05,
+        distill_negatives: bool = True,
         gather: bool = True,
     ) -> None:
         super().__init__()
@@ -83,6 +86,7 @@ class EmbeddingGemmaLoss(nn.Module):
             "relational": relational,
             "relational_tau": relational_tau,
         }
+        self.distill_negatives = distill_negatives
         self.gather = gather
 
     def forward(
@@ -122,6 +126,9 @@ class EmbeddingGemmaLoss(nn.Module):
                     "distillation_weight > 0 needs teacher embeddings: pass teacher= or set the weight to 0"
                 )
             student = {"q": q, "p": p, "neg": neg}
+            if not self.distill_negatives:
+                student["neg"] = None
+                teacher = {**teacher, "neg": None}
             losses["distillation"] = embedding_distillation_loss(
                 student, teacher, projection=self.projection, **self.distill_options
             )

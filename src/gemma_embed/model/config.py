@@ -164,18 +164,21 @@ PRESETS: dict[str, GemmaEmbedConfig] = {
     # The published google/embeddinggemma-300m values.
     "embeddinggemma-300m": GemmaEmbedConfig(),
     # Small configs for tests and CPU training. The same architecture, fewer and narrower layers.
+    # The shipped gemma-embed-mini: ~14M parameters, 28 MB in bf16 (the package limit is 32 MB). The head widens
+    # to 384 = all-MiniLM-L6-v2's dimension, so distillation needs no projection.
     "mini": GemmaEmbedConfig(
         vocab_size=32_768,
-        hidden_size=384,
-        intermediate_size=1536,
+        hidden_size=256,
+        intermediate_size=768,
         num_hidden_layers=6,
-        num_attention_heads=6,
-        num_key_value_heads=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
         head_dim=64,
         query_pre_attn_scalar=64,
+        sliding_window=128,
         max_position_embeddings=1024,
         max_seq_length=512,
-        dense_dims=(1536, 384),
+        dense_dims=(1024, 384),
         matryoshka_dims=(384, 256, 128, 64),
     ),
     "tiny": GemmaEmbedConfig(

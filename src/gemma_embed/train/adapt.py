@@ -31,6 +31,7 @@ from gemma_embed.model.decoder import GemmaDecoderLM, load_decoder, save_decoder
 from gemma_embed.model.encdec import EncoderDecoder
 from gemma_embed.paths import runs_dir
 from gemma_embed.train.pretrain import LoopConfig, loop_summary, pretrain_lm, train_ul2
+from gemma_embed.train.static_init import load_static, token_table
 
 
 def decoder_tokenizer(root: Path, config: GemmaEmbedConfig) -> TextTokenizer:
@@ -100,16 +101,21 @@ def pretrain(
     loop: LoopConfig,
     *,
     trunk: str = "tiny",
+    static: Path | None = None,
     work: Path | None = None,
     device: str = "cpu",
     overwrite: bool = False,
 ) -> Path:
-    """Train a decoder-only Gemma 3 (the `trunk` preset, vocabulary from the tokenizer) and save it."""
+    """Train a decoder-only Gemma 3 (the `trunk` preset, vocabulary from the tokenizer) and save it. `static`:
+    start the token embeddings from a `fit-static` folder (`static_init.token_table`)."""
     probe = TextTokenizer.from_file(
         tokenizer_dir / "tokenizer.json", bos_id=2, eos_id=1, pad_id=0, max_length=8
     )
     config = preset(trunk).replace(vocab_size=probe.vocab_size)
     model = GemmaDecoderLM(config).initialize(loop.seed)
+    if static is not None:
+        with torch.no_grad():
+            model.model.embed_tokens.weight.copy_(token_table(load_static(static), config.hidden_size))
     tokenizer = decoder_tokenizer(tokenizer_dir, config)
     work = work or out.with_name(out.name + "-lm")
     print(loop_summary(pretrain_lm(model, tokenizer, corpus, loop, work, device=device)))
@@ -131,6 +137,7 @@ def add_loop_args(parser: argparse.ArgumentParser, steps: int) -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (no bf16 autocast)")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="keep the token embeddings fixed")
     parser.add_argument("--work", type=Path, help="resumable training state (default: OUT-ul2 / OUT-lm)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
@@ -145,6 +152,7 @@ def loop_config(args: argparse.Namespace) -> LoopConfig:
         lr=args.lr,
         seed=args.seed,
         bf16=not args.no_bf16,
+        freeze_embeddings=args.freeze_embeddings,
         save_every=max(1, min(200, args.steps)),
     )
 
@@ -176,6 +184,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         corpus_path(args),
         loop_config(args),
         trunk=args.trunk,
+        static=args.static,
         work=args.work,
         device=args.device,
         overwrite=args.overwrite,
@@ -203,5 +212,6 @@ def register(subparsers: Any) -> None:
     )
     lm.add_argument("tokenizer", type=Path, help="directory with tokenizer.json (e.g. the trained one)")
     lm.add_argument("--trunk", default="tiny", help="model preset for the trunk (tiny, mini, ...)")
+    lm.add_argument("--static", type=Path, help="fit-static folder: start the token embeddings from it")
     add_loop_args(lm, steps=1000)
     lm.set_defaults(func=run_pretrain)

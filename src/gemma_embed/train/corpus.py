@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -108,6 +109,15 @@ def read_corpus(path: str | os.PathLike[str]) -> list[CorpusText]:
             raise DataError(f"{location(file, n)}: a corpus row needs string fields text, lang and source")
         out.append(CorpusText(text, lang, source))
     return out
+
+
+def sample_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
+    """A seeded random sample of n texts (all of them, in order, when n is 0 or >= len(texts)); the same
+    (texts, n, seed) always gives the same sample, so stages that sample the corpus share cached work."""
+    if n <= 0 or n >= len(texts):
+        return list(texts)
+    rows = sorted(random.Random(seed).sample(range(len(texts)), n))
+    return [texts[i] for i in rows]
 
 
 def _run(args: argparse.Namespace) -> int:

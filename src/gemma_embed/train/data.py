@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -347,6 +348,22 @@ class PairDataset(Sequence[Example]):
             query_prompt=task_query if query_prompt is None else query_prompt,
             document_prompt=task_document if document_prompt is None else document_prompt,
             origins=origins,
+        )
+
+    def subset(self, max_rows: int, seed: int) -> PairDataset:
+        """A seeded random subset of `max_rows` rows, in their original order (self when max_rows is 0 or not
+        smaller). The seed mixes in the set's name, so the same (name, max_rows, seed) gives the same rows in
+        training and in mining, and their teacher vectors are cached once."""
+        if not 0 < max_rows < len(self):
+            return self
+        rng = np.random.default_rng([seed, zlib.crc32(self.name.encode())])
+        rows = np.sort(rng.permutation(len(self))[:max_rows]).tolist()
+        return PairDataset(
+            [self.examples[i] for i in rows],
+            name=self.name,
+            query_prompt=self.query_prompt,
+            document_prompt=self.document_prompt,
+            origins=[self.origins[i] for i in rows],
         )
 
     def save(self, path: str | os.PathLike[str]) -> int:

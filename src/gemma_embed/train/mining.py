@@ -26,7 +26,7 @@ from tqdm import tqdm
 from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.io.files import write_json
 from gemma_embed.train.data import MANIFEST, Example, PairDataset, load_training_sets, read_json
-from gemma_embed.train.teacher import TextEncoder, load_teacher
+from gemma_embed.train.teacher import CachedTeacher, TeacherCache, TextEncoder, load_teacher
 
 DEFAULT_WINDOW = (10, 50)
 
@@ -166,14 +166,18 @@ def mine_training_sets(
     out_dir: str | Path,
     encoder: TextEncoder,
     names: Sequence[str] | None = None,
+    max_rows: int = 0,
     **options: Any,
 ) -> dict[str, MiningStats]:
-    """Mine the named sets of a `write_training_sets` folder into `out_dir` (JSONL + manifest.json)."""
+    """Mine the named sets of a `write_training_sets` folder into `out_dir` (JSONL + manifest.json); with
+    `max_rows`, each set's `PairDataset.subset` of that size under the mining seed (a recipe's subset of the
+    same size and seed has the same rows)."""
     source, out = Path(sets_dir), Path(out_dir)
     entries = read_json(source / MANIFEST)["sets"]
     results: dict[str, MiningStats] = {}
     mined_entries = {}
     for dataset in load_training_sets(source, names):
+        dataset = dataset.subset(max_rows, options.get("seed", 0))
         mined, stats = mine_hard_negatives(dataset, encoder, **options)
         mined.save(out / entries[dataset.name]["file"])
         results[dataset.name] = stats
@@ -186,12 +190,15 @@ def mine_training_sets(
 
 
 def _run(args: argparse.Namespace) -> int:
-    encoder, _ = load_teacher(args.model, device=args.device)
+    encoder, identity = load_teacher(args.model, device=args.device)
+    if args.cache:
+        encoder = CachedTeacher(TeacherCache(encoder, identity, args.cache, batch_size=args.batch_size))
     results = mine_training_sets(
         args.sets,
         args.out,
         encoder,
         args.names or None,
+        max_rows=args.max_rows,
         window=(args.window[0], args.window[1]),
         num_negatives=args.num_negatives,
         margin=args.margin,
@@ -217,9 +224,18 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--num-negatives", type=int, default=1)
     parser.add_argument(
+        "--max-rows", type=int, default=0, help="mine a seeded subset of this many rows per set (0: all)"
+    )
+    parser.add_argument(
         "--margin", type=float, default=None, help="skip candidates within this of the positive"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="embed through this teacher cache, without prompts (for a prompt-free model such as "
+        "all-MiniLM-L6-v2: the vectors are shared with distillation's)",
+    )
     parser.set_defaults(func=_run)

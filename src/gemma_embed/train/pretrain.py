@@ -61,6 +61,8 @@ class LoopConfig:
     prefix_lm_rate: float = 0.5
     noise_density: float = 0.15
     mean_span: float = 3.0
+    # Keep the token embeddings fixed (e.g. a static warm start that later stages rely on).
+    freeze_embeddings: bool = False
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -265,6 +267,10 @@ def train_loop(
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
+    if cfg.freeze_embeddings:
+        for name, param in model.named_parameters():
+            if "embed_tokens" in name:
+                param.requires_grad_(False)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
     optimizer = torch.optim.AdamW(

@@ -7,7 +7,8 @@ values stop with the section and key too. Relative paths are relative to the wor
 
     seed = 0
 
-    [model]            preset = "tiny" | init = "CHECKPOINT_DIR"; config = {...} overrides; transform
+    [model]            preset = "tiny" | init = "CHECKPOINT_DIR"; config = {...} overrides; transform;
+                       static = "FIT_DIR" (warm start), gate
     [tokenizer]        path = "tokenizer.json" | vocab_size = N (trained on the training texts); max_texts
     [[data.sets]]      name (a converter of gemma_embed.train.sources) | name + file (+ task); max_rows
     [[stages]]         name (a preset of gemma_embed.train.data.STAGES), steps, batch_size, num_negatives,
@@ -52,12 +53,16 @@ class ModelSection:
 
     `transform` is "module:function", a callable `f(model) -> model` applied before training (the hook for
     quantization-aware training; it must keep the parameter names of `EmbeddingModel`).
+    `static` is a `gemma-embed fit-static` folder: the model is warm-started to compute that static fit, with
+    its residual branches gated to `gate` (`gemma_embed.train.static_init.warm_start`).
     """
 
     preset: str = ""
     init: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     transform: str = ""
+    static: str = ""
+    gate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class LossSection:
     mse_weight: float = 0.0
     relational: str = ""
     relational_tau: float = 0.05
+    distill_negatives: bool = True
 
 
 @dataclass(frozen=True)
@@ -344,6 +350,7 @@ def validate(recipe: Recipe) -> None:
             )
         _check("vocab_size" not in model.config, "model.config.vocab_size is set by the tokenizer")
     _check(model.transform == "" or ":" in model.transform, "model.transform must be 'module:function'")
+    _check(0 <= model.gate <= 1, "model.gate must be in [0, 1]")
     _check(tok.max_texts > 0, "tokenizer.max_texts must be > 0")
 
     sets = recipe.data.sets

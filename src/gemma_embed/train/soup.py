@@ -214,20 +214,39 @@ def soup_checkpoints(
     return out
 
 
+def searched_checkpoints(search_dir: Path) -> list[Path]:
+    """The final checkpoints of the mixtures a `mixture-search` kept (best first)."""
+    from gemma_embed.train.mixture_cli import MIXTURES_FILE, trial_dir
+    from gemma_embed.train.mixture_search import read_mixtures
+
+    return [trial_dir(search_dir, r.trial) / "final" for r in read_mixtures(search_dir / MIXTURES_FILE)]
+
+
 def _run(args: argparse.Namespace) -> int:
-    out = soup_checkpoints(args.checkpoints, args.out, args.weights, overwrite=args.overwrite)
-    print(f"wrote the soup of {len(args.checkpoints)} checkpoints to {out}")
+    checkpoints = list(args.checkpoints)
+    if args.from_search:
+        checkpoints += searched_checkpoints(args.from_search)
+    if not checkpoints:
+        raise InputError("name checkpoint directories, or a mixture search with --from-search")
+    out = soup_checkpoints(checkpoints, args.out, args.weights, overwrite=args.overwrite)
+    print(f"wrote the soup of {len(checkpoints)} checkpoints to {out}")
     return 0
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add `gemma-embed soup CKPT ... --out DIR [--weights W ...] [--overwrite]`."""
+    """Add `gemma-embed soup [CKPT ...] [--from-search DIR] --out DIR [--weights W ...] [--overwrite]`."""
     parser = subparsers.add_parser(
         "soup",
         help="average fine-tuned checkpoints into one model (model souping)",
         description="Weighted parameter average of checkpoints of one architecture (safetensors only).",
     )
-    parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CKPT", help="checkpoint directories")
+    parser.add_argument("checkpoints", nargs="*", type=Path, metavar="CKPT", help="checkpoint directories")
+    parser.add_argument(
+        "--from-search",
+        type=Path,
+        metavar="DIR",
+        help="also the final checkpoints of the mixtures a `mixture-search --out DIR` kept",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output checkpoint directory")
     parser.add_argument(
         "--weights",

@@ -30,7 +30,7 @@ from gemma_embed.eval.cache import EmbeddingCache, namespace, text_keys
 from gemma_embed.eval.encoders import detect_backend, model_identity
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.paths import runs_dir
-from gemma_embed.train.corpus import TRAIN_FILE, read_corpus
+from gemma_embed.train.corpus import TRAIN_FILE, read_corpus, sample_texts
 
 
 class TextEncoder(Protocol):
@@ -193,11 +193,31 @@ class TeacherCache:
         return TeacherTable(unique, self.embed(unique, show_progress=show_progress))
 
 
+class CachedTeacher:
+    """A prompt-free teacher (e.g. all-MiniLM-L6-v2) behind the `TextEncoder` signature, through its cache: texts
+    already embedded (for distillation) are read back, not encoded again. Prompts are dropped, as training's
+    distillation does for such a teacher (`teacher.prompts = false`)."""
+
+    def __init__(self, cache: TeacherCache) -> None:
+        self.cache = cache
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        task: str | None = None,
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        return _matryoshka(self.cache.embed(texts, show_progress=bool(show_progress)), dim)
+
+
 def _run(args: argparse.Namespace) -> int:
     teacher, identity = load_teacher(args.teacher, device=args.device)
-    texts = [item.text for item in read_corpus(Path(args.corpus) / TRAIN_FILE)]
-    if args.limit:
-        texts = texts[: args.limit]
+    texts = sample_texts(
+        [item.text for item in read_corpus(Path(args.corpus) / TRAIN_FILE)], args.sample, args.seed
+    )
     cache = TeacherCache(teacher, identity, args.out, prompt=args.prompt, batch_size=args.batch_size)
     start = time.perf_counter()
     vectors = cache.embed(texts, show_progress=True)
@@ -209,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add `cache-teacher --teacher DIR [--corpus DIR] [--out DIR] [--prompt STR] [--limit N]` to the CLI."""
+    """Add `cache-teacher --teacher DIR [--corpus DIR] [--out DIR] [--prompt STR] [--sample N]` to the CLI."""
     parser = subparsers.add_parser(
         "cache-teacher", help="embed the corpus with a teacher once, cached on disk"
     )
@@ -220,6 +240,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", default=str(runs_dir() / "teacher_cache"), help="cache root")
     parser.add_argument("--prompt", default="", help="prompt prepended to every text (default none)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--limit", type=int, default=0, help="only the first N corpus texts (0: all)")
+    parser.add_argument(
+        "--sample", type=int, default=0, metavar="N", help="a seeded random sample of N corpus texts (0: all)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=_run)

@@ -92,6 +92,7 @@ from gemma_embed.train import sources
 from gemma_embed.train.data import Batch, Mixture, MixtureBatchSampler, PairDataset
 from gemma_embed.train.distributed import is_initialized, is_main, rank, setup, world_size
 from gemma_embed.train.recipe import Recipe, StageSection
+from gemma_embed.train.static_init import load_static, warm_start
 from gemma_embed.train.teacher import TeacherCache, TeacherTable, load_teacher
 from gemma_embed.train.tokenizer import save_tokenizer, train_tokenizer
 
@@ -252,18 +253,7 @@ def load_sets(recipe: Recipe) -> dict[str, PairDataset]:
             dataset = PairDataset(
                 examples, name=spec.name, query_prompt=query_prompt, document_prompt=document_prompt
             )
-        if 0 < spec.max_rows < len(dataset):
-            keep = np.sort(
-                np.random.default_rng([recipe.seed, index]).permutation(len(dataset))[: spec.max_rows]
-            )
-            rows = keep.tolist()
-            dataset = PairDataset(
-                [dataset.examples[i] for i in rows],
-                name=dataset.name,
-                query_prompt=dataset.query_prompt,
-                document_prompt=dataset.document_prompt,
-                origins=[dataset.origins[i] for i in rows],
-            )
+        dataset = dataset.subset(spec.max_rows, recipe.seed)
         out[spec.name] = dataset
     return out
 
@@ -439,6 +429,8 @@ class Trainer:
         torch.manual_seed(recipe.seed)
         self.sets = load_sets(recipe)
         model, tokenizer = self._build_model(resume_from)
+        if recipe.model.static:  # a resumed run then loads its checkpoint over this
+            warm_start(model, load_static(recipe.model.static), recipe.model.gate)
         self.config: GemmaEmbedConfig = model.config
         self.tokenizer = text_tokenizer(tokenizer, self.config, self.config.max_seq_length)
         self.train_tokenizer = text_tokenizer(
@@ -543,6 +535,7 @@ class Trainer:
             mse_weight=spec.mse_weight,
             relational=spec.relational or None,
             relational_tau=spec.relational_tau,
+            distill_negatives=spec.distill_negatives,
         )
 
     def _build_optimizer(self) -> torch.optim.AdamW:

@@ -1,0 +1,164 @@
+"""`gemma-embed pipeline` runs stages in order and skips finished ones; `ablate` trains variants and
+tabulates them; `convert` re-saves a checkpoint in bf16; `soup --from-search` soups a search's best trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_mixture_cli import recipe_file  # noqa: F401 (fixture)
+
+import gemma_embed
+from gemma_embed import cli as main_cli
+from gemma_embed.errors import ConfigError
+from gemma_embed.paths import data_root
+from gemma_embed.train.ablation import load_ablation, main_scores, variant_recipe, write_report
+from gemma_embed.train.pipeline import load_pipeline, run_pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_pipeline_runs_missing_stages_and_skips_done_ones(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "bf16"
+    file = write(
+        tmp_path / "p.toml",
+        f"""[vars]
+src = "{tiny_checkpoint}"
+[[stages]]
+name = "convert"
+output = "{out}/config.json"
+command = ["convert", "{{src}}", "--out", "{out}"]
+""",
+    )
+    assert main_cli.main(["pipeline", str(file)]) == 0
+    assert gemma_embed.load(str(out)).dtype == torch.bfloat16
+    assert main_cli.main(["pipeline", str(file)]) == 0
+    assert "(done:" in capsys.readouterr().out
+
+
+def test_pipeline_reports_a_stage_that_writes_nothing(tiny_checkpoint, tmp_path, capsys):
+    file = write(
+        tmp_path / "p.toml",
+        f"""[[stages]]
+name = "info"
+output = "{tmp_path}/never"
+command = ["info", "{tiny_checkpoint}"]
+""",
+    )
+    assert run_pipeline(load_pipeline(file)) == 1
+    assert "did not write" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no \\[\\[stages\\]\\]"),
+        ('[[stages]]\nname = "a"\noutput = "x"', "exactly the keys"),
+        ('[[stages]]\nname = "a"\noutput = "x"\ncommand = ["{nope}"]', "not in \\[vars\\]"),
+        ("extra = 1", "unknown top-level key"),
+    ],
+)
+def test_bad_pipeline_files_are_refused(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline(write(tmp_path / "p.toml", text))
+
+
+def test_the_mini_pipeline_file_is_valid():
+    stages = load_pipeline(REPO / "recipes" / "mini" / "pipeline.toml")
+    assert [s.name for s in stages][:3] == ["corpus", "sets", "tokenizer"]
+    assert stages[-1].output.parts[:3] == ("src", "gemma_embed", "models")
+    for stage in stages:  # every command parses
+        main_cli.build_parser().parse_args(stage.command)
+    ablation = load_ablation(REPO / "recipes" / "mini" / "ablations.toml")
+    assert ablation.base.name == "prefinetune.toml" and len(ablation.variants) >= 6
+
+
+def test_variant_recipe_overrides_and_cuts_stages():
+    base = {
+        "model": {"init": "x", "static": "s"},
+        "stages": [{"name": "a", "steps": 5}, {"name": "b", "steps": 5}],
+    }
+    recipe = variant_recipe(
+        base, {"model.init": "", "model.preset": "mini", "loss.spread_out_weight": 0.0}, 7
+    )
+    assert recipe["model"] == {"static": "s", "preset": "mini"}
+    assert recipe["loss"] == {"spread_out_weight": 0.0}
+    assert recipe["stages"] == [{"name": "a", "steps": 5}, {"name": "b", "steps": 2}]
+    assert base["model"]["init"] == "x"  # the base is not modified
+
+
+def results_file(path: Path, scores: dict[str, float]) -> Path:
+    tasks = [
+        {"task_name": t, "scores": {"test": [{"main_score": s, "hf_subset": "default"}]}}
+        for t, s in scores.items()
+    ]
+    return write(path, json.dumps(tasks))
+
+
+def test_report_tables_and_rows_from_results(tmp_path):
+    a = results_file(tmp_path / "a.json", {"STSBenchmark": 0.5, "SciFact": 0.25})
+    b = results_file(tmp_path / "b.json", {"STSBenchmark": 0.7})
+    assert main_scores(a) == {"STSBenchmark": 0.5, "SciFact": 0.25}
+    file = write(
+        tmp_path / "abl.toml",
+        f"""base = "x.toml"
+steps = 1
+output = "{tmp_path}/runs"
+tasks = ["STSBenchmark", "SciFact"]
+report = "{tmp_path}/report.md"
+[[rows]]
+name = "ref"
+table = ["T1", "T2"]
+results = "{a}"
+[[rows]]
+name = "other"
+table = "T2"
+results = "{b}"
+""",
+    )
+    text = write_report(load_ablation(file)).read_text()
+    assert text.count("| ref | 0.5000 | 0.2500 | 0.3750 |") == 2
+    assert "| other | 0.7000 | - | - |" in text
+    assert "## T1" in text and "## T2" in text
+
+
+@pytest.mark.skipif(not (data_root() / "stsbenchmark").is_dir(), reason="needs ../shared/data/stsbenchmark")
+def test_ablate_trains_and_scores_variants_then_soup_from_search(recipe_file, tmp_path):  # noqa: F811
+    file = write(
+        tmp_path / "abl.toml",
+        f"""base = "{recipe_file}"
+steps = 2
+output = "{tmp_path}/runs"
+tasks = ["STSBenchmark"]
+report = "{tmp_path}/report.md"
+[[variants]]
+name = "base"
+[[variants]]
+name = "no spread-out"
+set = {{ "loss.spread_out_weight" = 0.0 }}
+""",
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main_cli.main(["ablate", str(file)]) == 0
+        report = (tmp_path / "report.md").read_text()
+        assert "| base |" in report and "| no spread-out |" in report
+        first = (tmp_path / "runs" / "base" / "results.json").stat().st_mtime_ns
+        assert main_cli.main(["ablate", str(file)]) == 0  # finished variants are not run again
+        assert (tmp_path / "runs" / "base" / "results.json").stat().st_mtime_ns == first
+
+        search = tmp_path / "mix"
+        argv = ["mixture-search", str(recipe_file), "--out", str(search), "--trials", "2", "--top-k", "2"]
+        assert main_cli.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main_cli.main(["soup", "--from-search", str(search), "--out", str(tmp_path / "soup")]) == 0
+    assert gemma_embed.load(str(tmp_path / "soup")).encode(["a test"]).shape == (1, 32)
