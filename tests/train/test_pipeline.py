@@ -162,3 +162,22 @@ set = {{ "loss.spread_out_weight" = 0.0 }}
         torch.set_num_threads(threads)
     assert main_cli.main(["soup", "--from-search", str(search), "--out", str(tmp_path / "soup")]) == 0
     assert gemma_embed.load(str(tmp_path / "soup")).encode(["a test"]).shape == (1, 32)
+
+
+def test_learning_curves_plot_losses_and_dev_scores(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [
+        {"step": 0, "eval": {"STSBenchmark": 0.5}},
+        {"step": 10, "total": 2.0},
+        {"step": 20, "total": 1.0},
+    ]
+    lines.append({"step": 20, "eval": {"STSBenchmark": 0.6}})
+    write(run / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    from gemma_embed.train.curves import read_metrics
+
+    losses, scores = read_metrics(run)
+    assert losses == [(10, 2.0), (20, 1.0)] and scores == {"STSBenchmark": [(0, 0.5), (20, 0.6)]}
+    assert main_cli.main(["learning-curves", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert main_cli.main(["learning-curves", str(tmp_path), "--out", str(tmp_path / "d.png")]) == 2
