@@ -34,5 +34,10 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m gemma_embed.demo $(if $(MODEL),--model $(MODEL),)
 
+# Speed, memory and fidelity of every inference path on a random-weight embeddinggemma-300m checkpoint;
+# rewrites its section of docs/benchmarks.md. Extra options: make bench BENCH_ARGS="--texts 512 --threads 8".
+bench: $(STAMP)
+	$(BIN)/python bench/speed.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

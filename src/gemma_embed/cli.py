@@ -35,11 +35,13 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.train.static_init",
     "gemma_embed.train.pipeline",
     "gemma_embed.train.ablation",
+    "gemma_embed.train.curves",
     "gemma_embed.train.cli",
     "gemma_embed.train.soup",
     "gemma_embed.train.mixture_cli",
     "gemma_embed.train.adapt",
     "gemma_embed.quant.cli",
+    "gemma_embed.export.onnx",
     "gemma_embed.search.cli",
     "gemma_embed.serve.cli",
 )

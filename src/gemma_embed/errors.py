@@ -26,3 +26,7 @@ class DataError(GemmaEmbedError):
 
 class UnsupportedDtypeError(GemmaEmbedError, ValueError):
     """A compute dtype that cannot give correct results (float16 overflows in EmbeddingGemma)."""
+
+
+class ExportError(GemmaEmbedError):
+    """An exported model (e.g. ONNX) does not reproduce the PyTorch model within its tolerance."""

@@ -198,6 +198,25 @@ def _quantizable(module: nn.Module) -> bool:
     return (isinstance(module, nn.Linear) and module.bias is None) or isinstance(module, nn.Embedding)
 
 
+def quantization_targets(model: nn.Module, scheme: str) -> list[tuple[str, nn.Module, int]]:
+    """(module name, module, bits) of every bias-free Linear / Embedding that `scheme` quantizes: the
+    module table above, minus matrices whose input dim is not a multiple of BLOCK. Shared by post-training
+    quantization (`quantize_model`) and quantization-aware training (`gemma_embed.quant.qat`)."""
+    return [
+        (name, module, bits)
+        for name, module in model.named_modules()
+        if _quantizable(module)
+        and (bits := bits_for(f"{name}.weight", scheme)) is not None
+        and module.weight.shape[1] % BLOCK == 0
+    ]
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule `name` (dotted path from `model`) is."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
 def quantize_model(
     model: nn.Module, scheme: str, quantized: dict[str, QuantizedTensor] | None = None
 ) -> dict:
@@ -208,19 +227,16 @@ def quantize_model(
     """
     replaced: dict[str, int] = {}
     quantized = quantized or {}
-    for name, module in list(model.named_modules()):
+    for name, module, bits in quantization_targets(model, scheme):
         weight_name = f"{name}.weight"
-        if not _quantizable(module) or (bits := bits_for(weight_name, scheme)) is None:
-            continue
         q = quantized.get(weight_name)
         if q is None:
-            if module.weight.shape[1] % BLOCK or module.weight.is_meta:
+            if module.weight.is_meta:
                 continue
             q = quantize_tensor(module.weight, bits)
         dtype = module.weight.dtype
         new = QuantEmbedding(q, dtype) if isinstance(module, nn.Embedding) else QuantLinear(q, dtype)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        replace_module(model, name, new)
         replaced[weight_name] = q.bits
     return replaced
 

@@ -1,4 +1,4 @@
-"""`gemma-embed train RECIPE [--resume] [--max-steps N] [--output DIR]`.
+"""`gemma-embed train RECIPE [--resume] [--max-steps N] [--output DIR] [--qat int8|int4|mixed]`.
 
 Runs in one process, or in N under `torchrun --nproc-per-node N -m gemma_embed train RECIPE` (DDP or FSDP,
 as the recipe's train.parallel says). Rank 0 prints the summary.
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_embed.paths import runs_dir
+from gemma_embed.quant.qat import QAT_TRANSFORMS
 from gemma_embed.train import distributed
 from gemma_embed.train.recipe import Recipe
 from gemma_embed.train.trainer import Trainer
@@ -21,7 +22,13 @@ def run(args: argparse.Namespace) -> int:
     recipe = Recipe.load(args.recipe)
     output = args.output or runs_dir() / args.recipe.stem
     try:
-        summary = Trainer(recipe, output, resume=args.resume, max_steps=args.max_steps).fit()
+        summary = Trainer(
+            recipe,
+            output,
+            resume=args.resume,
+            max_steps=args.max_steps,
+            model_transform=QAT_TRANSFORMS[args.qat] if args.qat else None,
+        ).fit()
         main = distributed.is_main()
     finally:
         distributed.teardown()
@@ -48,4 +55,10 @@ def register(subparsers: Any) -> None:
         help="stop after global step N (the learning-rate schedule keeps the recipe's length)",
     )
     parser.add_argument("--output", type=Path, metavar="DIR", help="run folder (default: runs/<recipe name>)")
+    parser.add_argument(
+        "--qat",
+        choices=sorted(QAT_TRANSFORMS),
+        help="quantization-aware training for this weight scheme (replaces the recipe's model.transform; "
+        "pass it again with --resume); the final model is float: run `gemma-embed quantize` on it",
+    )
     parser.set_defaults(func=run)

@@ -1,0 +1,71 @@
+"""ONNX export: the exported pipeline matches PyTorch on padded batches of other shapes than the example,
+the encoder keeps the input order, and bad requests fail with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gemma_embed
+from gemma_embed import cli as main_cli
+from gemma_embed.model import preset
+from helpers import write_random_checkpoint
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+TEXTS = [
+    "the planet mars is red",
+    "protein " * 40 + "cell",  # longer than the sliding window of the config below
+    "a",
+    "water on earth and a gas giant with a ring",
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-layer tiny checkpoint (one sliding, one full layer) and its ONNX export through the CLI."""
+    root = tmp_path_factory.mktemp("onnx")
+    config = preset("tiny").replace(num_hidden_layers=2, sliding_window_pattern=2, vocab_size=400)
+    ckpt = write_random_checkpoint(root / "ckpt", config, seed=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main_cli.main(["export", "onnx", str(ckpt), "--out", str(root / "onnx")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return ckpt, root / "onnx"
+
+
+def test_onnx_matches_pytorch_on_padded_batches(exported) -> None:
+    from gemma_embed.export.onnx import OnnxEncoder
+
+    ckpt, out = exported
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "tokenizer.json", "gemma_embed_onnx.json"}
+    model = gemma_embed.load(ckpt)
+    onnx = OnnxEncoder(out, threads=1)
+    generator = torch.Generator().manual_seed(0)
+    for batch, length in ((5, 40), (2, 3), (1, 17)):
+        ids = torch.randint(3, 400, (batch, length), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[0, length // 2 + 1 :] = 0  # the first row is padded (all rows when batch == 1)
+        ids = ids.masked_fill(mask == 0, 0)
+        with torch.no_grad():
+            expected = model.model(ids, mask).numpy()
+        np.testing.assert_allclose(onnx.run(ids.numpy(), mask.numpy()), expected, rtol=0, atol=1e-4)
+    got = onnx.encode(TEXTS, batch_size=3)
+    np.testing.assert_allclose(got, model.encode(TEXTS, batch_size=3), rtol=0, atol=1e-4)
+
+
+def test_bad_requests_are_one_line_errors(exported, tmp_path, capsys) -> None:
+    ckpt, out = exported
+    assert main_cli.main(["export", "onnx", str(ckpt), "--out", str(tmp_path / "x"), "--opset", "17"]) == 2
+    assert "opset 18 or newer" in capsys.readouterr().err
+    assert main_cli.main(["export", "onnx", str(ckpt), "--out", str(out)]) == 2  # not empty, no --overwrite
+    assert "not empty" in capsys.readouterr().err
+    assert main_cli.main(["quantize", str(ckpt), "--scheme", "int8", "--out", str(tmp_path / "q8")]) == 0
+    assert main_cli.main(["export", "onnx", str(tmp_path / "q8"), "--out", str(tmp_path / "y")]) == 2
+    assert "float checkpoint" in capsys.readouterr().err
