@@ -6,7 +6,7 @@ PIP     := $(BIN)/python -m pip
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: install test test-slow lint demo bench clean
+.PHONY: install test test-slow lint demo bench model ablations clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,7 +29,6 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 demo: $(STAMP)
 	$(BIN)/python -m gemma_embed.demo $(if $(MODEL),--model $(MODEL),)
@@ -38,6 +37,14 @@ demo: $(STAMP)
 # rewrites its section of docs/benchmarks.md. Extra options: make bench BENCH_ARGS="--texts 512 --threads 8".
 bench: $(STAMP)
 	$(BIN)/python bench/speed.py $(BENCH_ARGS)
+
+# The default model from scratch (resumable; see docs/default-model.md), then its ablations.
+model: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/gemma-embed pipeline recipes/mini/pipeline.toml
+
+ablations: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/gemma-embed ablate recipes/mini/ablations.toml
+	HF_HUB_OFFLINE=1 $(BIN)/gemma-embed ablate recipes/mini/ablations-finetuning.toml
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

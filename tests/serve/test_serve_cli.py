@@ -19,7 +19,7 @@ from helpers import free_port
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--model", "default"], "no default model is shipped"),
+        (["--model", "no/such-model"], "not found"),
         (["--max-inputs", "0"], "max_inputs must be a positive integer"),
         (["--max-queue", "8", "--max-inputs", "16"], "max_queue (8) must be at least max_inputs (16)"),
         (["--default-task", "poetry"], "unknown default task 'poetry'"),

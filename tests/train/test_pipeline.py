@@ -95,6 +95,7 @@ def test_variant_recipe_overrides_and_cuts_stages():
 
 
 def results_file(path: Path, scores: dict[str, float]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tasks = [
         {"task_name": t, "scores": {"test": [{"main_score": s, "hf_subset": "default"}]}}
         for t, s in scores.items()
@@ -102,25 +103,25 @@ def results_file(path: Path, scores: dict[str, float]) -> Path:
     return write(path, json.dumps(tasks))
 
 
-def test_report_tables_and_rows_from_results(tmp_path):
-    a = results_file(tmp_path / "a.json", {"STSBenchmark": 0.5, "SciFact": 0.25})
-    b = results_file(tmp_path / "b.json", {"STSBenchmark": 0.7})
+def test_report_tables_from_variant_results(tmp_path):
+    runs = tmp_path / "runs"
+    a = results_file(runs / "ref" / "results.json", {"STSBenchmark": 0.5, "SciFact": 0.25})
+    results_file(runs / "other" / "results.json", {"STSBenchmark": 0.7})
     assert main_scores(a) == {"STSBenchmark": 0.5, "SciFact": 0.25}
     file = write(
         tmp_path / "abl.toml",
         f"""base = "x.toml"
 steps = 1
-output = "{tmp_path}/runs"
+output = "{runs}"
 tasks = ["STSBenchmark", "SciFact"]
 report = "{tmp_path}/report.md"
-[[rows]]
+[[variants]]
 name = "ref"
 table = ["T1", "T2"]
-results = "{a}"
 [[rows]]
 name = "other"
 table = "T2"
-results = "{b}"
+model = "{tmp_path}/some-checkpoint"
 """,
     )
     text = write_report(load_ablation(file)).read_text()
@@ -130,7 +131,7 @@ results = "{b}"
 
 
 @pytest.mark.skipif(not (data_root() / "stsbenchmark").is_dir(), reason="needs ../shared/data/stsbenchmark")
-def test_ablate_trains_and_scores_variants_then_soup_from_search(recipe_file, tmp_path):  # noqa: F811
+def test_ablate_trains_and_scores_variants_then_soup_from_search(recipe_file, tiny_checkpoint, tmp_path):  # noqa: F811
     file = write(
         tmp_path / "abl.toml",
         f"""base = "{recipe_file}"
@@ -143,6 +144,9 @@ name = "base"
 [[variants]]
 name = "no spread-out"
 set = {{ "loss.spread_out_weight" = 0.0 }}
+[[rows]]
+name = "evaluated only"
+model = "{tiny_checkpoint}"
 """,
     )
     threads = torch.get_num_threads()
@@ -150,7 +154,8 @@ set = {{ "loss.spread_out_weight" = 0.0 }}
     try:
         assert main_cli.main(["ablate", str(file)]) == 0
         report = (tmp_path / "report.md").read_text()
-        assert "| base |" in report and "| no spread-out |" in report
+        assert "| base |" in report and "| no spread-out |" in report and "| evaluated only |" in report
+        assert not (tmp_path / "runs" / "evaluated-only" / "checkpoints").exists()
         first = (tmp_path / "runs" / "base" / "results.json").stat().st_mtime_ns
         assert main_cli.main(["ablate", str(file)]) == 0  # finished variants are not run again
         assert (tmp_path / "runs" / "base" / "results.json").stat().st_mtime_ns == first

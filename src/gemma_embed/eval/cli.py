@@ -6,6 +6,7 @@ command needs them."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "-m",
         "--model",
-        help="gemma-embed checkpoint (directory or name) or sentence-transformers model directory",
+        default=os.environ.get("GEMMA_EMBED_MODEL", "default"),
+        help="gemma-embed checkpoint (directory or name) or sentence-transformers model directory "
+        "(default: $GEMMA_EMBED_MODEL or 'default', the shipped model)",
     )
     ev.add_argument("--task", action="extend", nargs="+", default=[], metavar="NAME", help="named task(s)")
     ev.add_argument(

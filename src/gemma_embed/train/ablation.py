@@ -17,8 +17,8 @@ file names a base recipe, a training length and variants; each variant overrides
 Every variant is trained to `output/<slug>/final` (resuming from its checkpoints) and evaluated on the test
 split of `tasks` (choices are made on dev data elsewhere; this only reports). A variant whose results file
 exists is not run again. `report` gets one markdown table per `table`, and a bar chart next to it (PNG) when
-matplotlib is installed. Extra rows from results files outside the runner (e.g. the soup and its
-ingredients) come in through `[[rows]]` entries: { name, table, results = "path.json" }.
+matplotlib is installed. Checkpoints made elsewhere (e.g. the soup and its ingredients) are evaluated, not
+trained, through `[[rows]]` entries: { name, table, model = "CHECKPOINT_DIR" }.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Variant:
     name: str
     tables: tuple[str, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
-    results: Path | None = None  # a results file made elsewhere (not trained here)
+    model: Path | None = None  # a checkpoint made elsewhere: evaluated, not trained
 
     @property
     def slug(self) -> str:
@@ -60,7 +60,7 @@ class Ablation:
     variants: list[Variant]
 
     def results_path(self, variant: Variant) -> Path:
-        return variant.results or self.output / variant.slug / RESULTS
+        return self.output / variant.slug / RESULTS
 
 
 def load_ablation(path: Path) -> Ablation:
@@ -76,7 +76,7 @@ def load_ablation(path: Path) -> Ablation:
     if missing:
         raise ConfigError(f"{path}: missing key {missing[0]!r}")
     variants = [Variant(v["name"], _tables(v), dict(v.get("set", {}))) for v in raw.get("variants", [])]
-    variants += [Variant(r["name"], _tables(r), results=Path(r["results"])) for r in raw.get("rows", [])]
+    variants += [Variant(r["name"], _tables(r), model=Path(r["model"])) for r in raw.get("rows", [])]
     if len({v.slug for v in variants}) != len(variants):
         raise ConfigError(f"{path}: variant names must be distinct")
     return Ablation(
@@ -127,10 +127,24 @@ def run_variant(ablation: Ablation, variant: Variant, base: dict[str, Any]) -> P
     results = ablation.results_path(variant)
     if results.is_file():
         return results
-    folder = ablation.output / variant.slug
-    recipe = Recipe.from_dict(variant_recipe(base, variant.overrides, ablation.steps))
-    final = Path(Trainer(recipe, folder, resume=True).fit()["final"])
-    args = ["eval", "--model", str(final), "--task", *ablation.tasks, "--split", "test", "--batch-size", "64"]
+    if variant.model is not None:
+        final = variant.model
+    else:
+        recipe = Recipe.from_dict(variant_recipe(base, variant.overrides, ablation.steps))
+        final = Path(Trainer(recipe, ablation.output / variant.slug, resume=True).fit()["final"])
+    results.parent.mkdir(parents=True, exist_ok=True)
+    # bfloat16 compute: how the shipped model runs, and twice as fast as float32 on AMX
+    args = [
+        "eval",
+        "--model",
+        str(final),
+        "--task",
+        *ablation.tasks,
+        "--split",
+        "test",
+        "--dtype",
+        "bfloat16",
+    ]
     if main([*args, "--output", str(results)]) != 0:
         raise ConfigError(f"evaluating {final} failed")
     return results
@@ -162,7 +176,7 @@ def write_report(ablation: Ablation) -> Path:
         "# Ablations of gemma-embed-mini",
         "",
         f"Written by `gemma-embed ablate`. Each trained variant runs {ablation.steps} steps of `{ablation.base}` "
-        "with one change; scores are on the test splits (nothing was chosen on them).",
+        "with one change; scores are on the test splits (nothing was chosen on them), computed in bfloat16.",
         "",
     ]
     for title, rows in tables.items():
@@ -224,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     base = tomllib.loads(ablation.base.read_text(encoding="utf-8"))
     chosen = [v for v in ablation.variants if not args.only or v.name in args.only]
     for variant in chosen:
-        if variant.results is None and not args.report_only:
+        if not args.report_only:
             print(f"[{variant.name}]", flush=True)
             run_variant(ablation, variant, base)
     print(write_report(ablation))
