@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import gemma_embed
 from gemma_embed.encode import BUILTIN_MODELS_DIR, resolve_model_path
@@ -46,7 +47,10 @@ def test_default_is_the_shipped_mini_model() -> None:
 def test_sentence_transformers_loads_the_shipped_model_with_the_same_vectors() -> None:
     st = pytest.importorskip("sentence_transformers")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    reference = st.SentenceTransformer(str(SHIPPED), device="cpu", local_files_only=True)
+    # float32 on both sides: the stored weights are bfloat16, and sentence-transformers would compute in them
+    reference = st.SentenceTransformer(
+        str(SHIPPED), device="cpu", local_files_only=True, model_kwargs={"torch_dtype": torch.float32}
+    )
     texts = ["task: sentence similarity | query: A man plays a guitar.", "title: none | text: Mars is red."]
     ours = gemma_embed.load("default", dtype="float32").encode(texts, prompt="")
     theirs = reference.encode(texts, convert_to_numpy=True, normalize_embeddings=True)

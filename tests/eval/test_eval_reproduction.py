@@ -58,7 +58,9 @@ def test_generic_jsonl_equals_direct_computation(tmp_path, sts_jsonl, minilm_pat
     b = model.encode([r["sentence2"] for r in rows])
     cosine = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     direct = spearmanr([r["score"] for r in rows], cosine)[0]
-    assert main_score(results) == pytest.approx(direct, abs=1e-6)
+    # Float rounding (~1e-7 in a cosine) may swap a few near-tied ranks between the two computations; a
+    # protocol difference (prompt, pooling, normalization) moves the score by 1e-3 or more.
+    assert main_score(results) == pytest.approx(direct, abs=1e-5)
 
 
 def test_two_runs_give_identical_numbers(tmp_path, sts_jsonl, minilm_path):
