@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from gemma_embed.errors import DataError, GemmaEmbedError
+from gemma_embed.errors import DataError, GemmaEmbedError, InputError
 from gemma_embed.io.files import atomic_write
 from gemma_embed.model import EmbeddingModel
 
@@ -194,11 +194,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from gemma_embed.dtypes import resolve_dtype
     from gemma_embed.io.checkpoint import load_checkpoint, save_checkpoint
 
+    card = None
+    if args.card:  # checked before anything is written
+        if not Path(args.card).is_file():
+            raise InputError(f"--card {args.card}: no such file")
+        card = Path(args.card).read_text(encoding="utf-8")
     ckpt = load_checkpoint(args.model, dtype=resolve_dtype(args.dtype))
     out = save_checkpoint(ckpt, args.out, overwrite=args.overwrite)
-    if args.card:
+    if card is not None:
         with atomic_write(out / "README.md") as handle:
-            handle.write(Path(args.card).read_text(encoding="utf-8"))
+            handle.write(card)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{out}: {size / 2**20:.1f} MiB")
     return 0

@@ -186,3 +186,38 @@ def test_learning_curves_plot_losses_and_dev_scores(tmp_path):
     assert main_cli.main(["learning-curves", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert main_cli.main(["learning-curves", str(tmp_path), "--out", str(tmp_path / "d.png")]) == 2
+
+
+def test_convert_with_a_missing_card_writes_nothing(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["convert", str(tiny_checkpoint), "--out", str(out), "--card", str(tmp_path / "nope.md")]
+    assert main_cli.main(argv) == 2
+    assert "no such file" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base = [", "not valid TOML"),
+        (
+            'base = "BASE"\nsteps = 1\noutput = "o"\ntasks = []\nreport = "r.md"\n[[variants]]\nset = {}',
+            "'name'",
+        ),
+        (
+            'base = "BASE"\nsteps = 1\noutput = "o"\ntasks = []\nreport = "r.md"\n[[rows]]\nname = "x"',
+            "'model'",
+        ),
+    ],
+)
+def test_bad_ablation_files_are_refused(tmp_path, text, message):
+    base = write(tmp_path / "base.toml", "")
+    with pytest.raises(ConfigError, match=message):
+        load_ablation(write(tmp_path / "a.toml", text.replace("BASE", str(base))))
+
+
+def test_ablate_with_a_missing_base_recipe_fails_in_one_line(tmp_path, capsys):
+    file = write(
+        tmp_path / "a.toml", 'base = "missing.toml"\nsteps = 1\noutput = "o"\ntasks = []\nreport = "r.md"'
+    )
+    assert main_cli.main(["ablate", str(file)]) == 2
+    assert "base recipe missing.toml does not exist" in capsys.readouterr().err

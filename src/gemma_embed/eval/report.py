@@ -127,26 +127,39 @@ def markdown(scores: Sequence[Score], figures: Sequence[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure_grid(n: int) -> tuple[Any, Any, list[Any]]:
-    """pyplot, a figure and `n` axes in a grid of up to 3 columns (matplotlib imported here, lazily)."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, imported lazily (ImportError without matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Write `fig` as PNG atomically and close it."""
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    pyplot().close(fig)
+    return path
+
+
+def _figure_grid(n: int) -> tuple[Any, list[Any]]:
+    """A figure and `n` axes in a grid of up to 3 columns."""
+    plt = pyplot()
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    return plt, fig, list(axes.flat[:n])
+    return fig, list(axes.flat[:n])
 
 
 def plot_dims(scores: Sequence[Score], path: Path) -> Path:
     """Main score vs Matryoshka dim, one panel per task, one line per model/quantization."""
     averaged = _averaged(scores)
     tasks = list(dict.fromkeys(s.task for s in scores))
-    plt, fig, axes = _figure_grid(len(tasks))
+    fig, axes = _figure_grid(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):
         series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
         for (model, quantization, dim, t), value in averaged.items():
@@ -174,7 +187,7 @@ def plot_dims(scores: Sequence[Score], path: Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("Score vs Matryoshka dimension")
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_quantization(scores: Sequence[Score], path: Path) -> Path:
@@ -183,7 +196,7 @@ def plot_quantization(scores: Sequence[Score], path: Path) -> Path:
     tasks = list(dict.fromkeys(s.task for s in scores))
     schemes = sorted({s.quantization for s in scores}, key=lambda q: (q != NO_QUANTIZATION, q))
     models = sorted({s.model for s in scores})
-    plt, fig, axes = _figure_grid(len(tasks))
+    fig, axes = _figure_grid(len(tasks))
     width = 0.8 / len(models)
     for ax, task in zip(axes, tasks, strict=True):
         plotted = []
@@ -210,13 +223,7 @@ def plot_quantization(scores: Sequence[Score], path: Path) -> Path:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Score vs quantization scheme")
     fig.tight_layout()
-    return _save(plt, fig, path)
-
-
-def _save(plt: Any, fig: Any, path: Path) -> Path:
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(paths: Sequence[Path], out_dir: Path) -> list[Path]:

@@ -66,7 +66,10 @@ class Ablation:
 def load_ablation(path: Path) -> Ablation:
     if not path.is_file():
         raise ConfigError(f"{path}: no such ablation file")
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     allowed = {"base", "steps", "output", "tasks", "report", "variants", "rows"}
     if unknown := set(raw) - allowed:
         raise ConfigError(
@@ -75,6 +78,10 @@ def load_ablation(path: Path) -> Ablation:
     missing = [k for k in ("base", "steps", "output", "tasks", "report") if k not in raw]
     if missing:
         raise ConfigError(f"{path}: missing key {missing[0]!r}")
+    for kind, needed in (("variants", ("name",)), ("rows", ("name", "model"))):
+        for i, entry in enumerate(raw.get(kind, [])):
+            if lacking := [k for k in needed if k not in entry]:
+                raise ConfigError(f"{path}: {kind}[{i}] needs the key {lacking[0]!r}")
     variants = [Variant(v["name"], _tables(v), dict(v.get("set", {}))) for v in raw.get("variants", [])]
     variants += [Variant(r["name"], _tables(r), model=Path(r["model"])) for r in raw.get("rows", [])]
     if len({v.slug for v in variants}) != len(variants):
@@ -203,11 +210,10 @@ def write_report(ablation: Ablation) -> Path:
 
 
 def _plot(tables: dict[str, list[tuple[str, dict[str, float]]]], ablation: Ablation) -> Path | None:
-    try:
-        import matplotlib
+    from gemma_embed.eval.report import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        plt = pyplot()
     except ImportError:
         return None
     if not tables:
@@ -226,15 +232,13 @@ def _plot(tables: dict[str, list[tuple[str, dict[str, float]]]], ablation: Ablat
         ax.invert_yaxis()
     axes[0, 0].legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    path = ablation.report.with_suffix(".png")
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ablation.report.with_suffix(".png"), dpi=90)
 
 
 def _run(args: argparse.Namespace) -> int:
     ablation = load_ablation(args.file)
+    if not ablation.base.is_file():
+        raise ConfigError(f"{args.file}: base recipe {ablation.base} does not exist")
     base = tomllib.loads(ablation.base.read_text(encoding="utf-8"))
     chosen = [v for v in ablation.variants if not args.only or v.name in args.only]
     for variant in chosen:

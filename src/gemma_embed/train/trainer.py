@@ -93,7 +93,7 @@ from gemma_embed.train.data import Batch, Mixture, MixtureBatchSampler, PairData
 from gemma_embed.train.distributed import is_initialized, is_main, rank, setup, world_size
 from gemma_embed.train.recipe import Recipe, StageSection
 from gemma_embed.train.static_init import load_static, warm_start
-from gemma_embed.train.teacher import TeacherCache, TeacherTable, load_teacher
+from gemma_embed.train.teacher import TeacherCache, TeacherTable, load_teacher, package_model_path
 from gemma_embed.train.tokenizer import save_tokenizer, train_tokenizer
 
 CHECKPOINTS = "checkpoints"
@@ -304,12 +304,9 @@ def teacher_path(recipe: Recipe) -> str:
     if recipe.teacher.path:
         return recipe.teacher.path
     try:
-        return str(importlib.import_module(recipe.teacher.package).get_model_path())
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"teacher.package {recipe.teacher.package!r} is not an installed package with "
-            f"get_model_path(): {exc}"
-        ) from None
+        return package_model_path(recipe.teacher.package)
+    except ConfigError as exc:
+        raise ConfigError(f"teacher.package: {exc}") from None
 
 
 def stage_at(stages: list[StageSection], step: int) -> tuple[int, int]:
