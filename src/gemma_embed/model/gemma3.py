@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gemma_embed.model import kernels
 from gemma_embed.model.config import SLIDING, GemmaEmbedConfig
 
 M = TypeVar("M", bound=nn.Module)
@@ -46,9 +47,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * (1.0 + self.weight.float())).type_as(x)
+        return kernels.rms_norm(x, self.weight, self.eps)
 
 
 def rotary_tables(head_dim: int, base: float, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -59,13 +58,6 @@ def rotary_tables(head_dim: int, base: float, length: int, device: torch.device)
     freqs = torch.outer(positions, inv_freq)
     angles = torch.cat((freqs, freqs), dim=-1)
     return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate half-split pairs of x [B, H, L, D] by the position angles."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -86,11 +78,11 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
         batch, length, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        cos, sin = (table[:, None] for table in rotary)  # [L, 1, D]: broadcast over heads
+        q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim))
+        q, k = kernels.rotary(q, cos, sin).transpose(1, 2), kernels.rotary(k, cos, sin).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = rotary
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads
         )
@@ -107,7 +99,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        return self.down_proj(kernels.gelu_tanh_mul(self.gate_proj(x), self.up_proj(x)))
 
 
 class EncoderLayer(nn.Module):
@@ -124,8 +116,15 @@ class EncoderLayer(nn.Module):
         self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rotary, mask))
-        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = residual_norm(
+            x, self.self_attn(self.input_layernorm(x), rotary, mask), self.post_attention_layernorm
+        )
+        return residual_norm(x, self.mlp(self.pre_feedforward_layernorm(x)), self.post_feedforward_layernorm)
+
+
+def residual_norm(residual: Tensor, x: Tensor, norm: RMSNorm) -> Tensor:
+    """`residual + norm(x)` as one kernel (the sandwich block's post-norm and residual add)."""
+    return kernels.add_rms_norm(residual, x, norm.weight, norm.eps)
 
 
 def attention_masks(

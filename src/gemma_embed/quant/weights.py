@@ -76,12 +76,16 @@ class QuantizedTensor:
     block: int = BLOCK
 
     def dequantize(self, dtype: torch.dtype = torch.float32, rows: Tensor | None = None) -> Tensor:
-        """The float weight (or only `rows` of it), `codes * scale`, in `dtype`."""
+        """The float weight (or only `rows` of it), `codes * scale`, in `dtype`.
+
+        Computed in `dtype` itself: a code (|q| <= 128) and a bfloat16 scale are exact in bfloat16 and
+        float32, and their product is rounded once, so this equals the float32 product rounded to `dtype`
+        and costs one pass (it runs on every forward pass, layer by layer)."""
         codes = self.codes if rows is None else self.codes[rows]
         scales = self.scales if rows is None else self.scales[rows]
-        values = unpack_int4(codes) if self.bits == 4 else codes
-        blocks = values.reshape(*values.shape[:-1], -1, self.block).float()
-        return (blocks * scales.float().unsqueeze(-1)).reshape(*values.shape).to(dtype)
+        values = unpack_int4(codes, dtype) if self.bits == 4 else codes.to(dtype)
+        blocks = values.view(*values.shape[:-1], -1, self.block)
+        return (blocks * scales.to(dtype).unsqueeze(-1)).view(values.shape)
 
 
 def check_bits(bits: int) -> int:
@@ -122,11 +126,11 @@ def pack_int4(codes: Tensor) -> Tensor:
     return u[..., 0::2] | (u[..., 1::2] << 4)
 
 
-def unpack_int4(packed: Tensor) -> Tensor:
-    """The inverse of `pack_int4`: uint8 [..., n // 2] -> int8 codes [..., n]."""
-    low = (packed & 0x0F).to(torch.int8) - 8
-    high = (packed >> 4).to(torch.int8) - 8
-    return torch.stack((low, high), dim=-1).reshape(*packed.shape[:-1], -1)
+def unpack_int4(packed: Tensor, dtype: torch.dtype = torch.int8) -> Tensor:
+    """The inverse of `pack_int4`: uint8 [..., n // 2] -> codes [..., n] (as int8, or as `dtype` values)."""
+    low = (packed & 0x0F).to(dtype) - 8
+    high = (packed >> 4).to(dtype) - 8
+    return torch.stack((low, high), dim=-1).view(*packed.shape[:-1], -1)
 
 
 # ---- run-time modules --------------------------------------------------------------------------------

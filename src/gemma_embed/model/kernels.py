@@ -1,0 +1,118 @@
+"""The trunk's elementwise steps, each one function, run fused by `torch.compile` at inference.
+
+Why: on a 2-core AVX-512/AMX CPU the 300m trunk's matrix products run at about 2.4 TFLOP/s in bfloat16,
+while eager elementwise ops took two thirds of a forward pass (measured: one RMSNorm over 8192 x 768
+bfloat16 values is 7 kernels and 14 ms eager, 1.2 ms compiled). So each step below is written once, in
+plain torch, and at inference (no autograd) it runs as one compiled kernel; with autograd on (training),
+while tracing or exporting, or where compilation fails (no C++ compiler), the same function runs eagerly.
+`GEMMA_EMBED_FUSED=0` turns the compiled kernels off.
+
+Inputs are flattened to 2-D before a compiled call, so one graph per dtype serves every batch shape.
+The numerics are the reference's (statistics and gains in float32, one rounding to the activation dtype).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+_GELU_C = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+def _normed(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    x32 = x.float()
+    return x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * (1.0 + weight.float())
+
+
+def rms_norm_eager(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """Gemma's RMSNorm `x * rsqrt(mean(x^2) + eps) * (1 + w)`, in float32, rounded once to x's dtype."""
+    return _normed(x, weight, eps).to(x.dtype)
+
+
+def add_rms_norm_eager(residual: Tensor, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """`residual + rms_norm(x)`: the sandwich block's post-norm and residual add."""
+    return residual + _normed(x, weight, eps).to(x.dtype)
+
+
+def gelu_tanh_mul_eager(gate: Tensor, up: Tensor) -> Tensor:
+    """`gelu_tanh(gate) * up` in float32. 0.5 (1 + tanh(z)) = sigmoid(2z): the same function, and the
+    sigmoid form compiles to half the time of tanh."""
+    g32 = gate.float()
+    gelu = g32 * torch.sigmoid(_GELU_C * (g32 + 0.044715 * g32 * g32 * g32))
+    return (gelu * up.float()).to(gate.dtype)
+
+
+def rotary_eager(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate half-split pairs of x [..., D] by the position angles (cos/sin broadcast against x)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+_compiled: dict[str, Callable[..., Tensor]] = {}
+_failed: set[str] = set()
+
+
+def _enabled() -> bool:
+    return os.environ.get("GEMMA_EMBED_FUSED", "1") != "0"
+
+
+def _fast(name: str, eager: Callable[..., Tensor]) -> Callable[..., Tensor] | None:
+    """The compiled `eager` when this call may use it, else None (the caller runs eager)."""
+    if (
+        torch.is_grad_enabled()
+        or name in _failed
+        or not _enabled()
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    ):
+        return None
+    if name not in _compiled:
+        _compiled[name] = torch.compile(eager, dynamic=True)
+    return _compiled[name]
+
+
+def run_fused(name: str, eager: Callable[..., Tensor], *args: object) -> Tensor:
+    """`eager(*args)`, as one compiled kernel when this call may use one (see the module docstring)."""
+    fast = _fast(name, eager)
+    if fast is None:
+        return eager(*args)
+    try:
+        return fast(*args)
+    except Exception as exc:  # a missing compiler, an unsupported platform: fall back once, loudly
+        _failed.add(name)
+        warnings.warn(
+            f"fused kernel {name} is unavailable ({type(exc).__name__}: {str(exc)[:200]}); running eager "
+            "(set GEMMA_EMBED_FUSED=0 to skip the attempt)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return eager(*args)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    shape = x.shape
+    return run_fused("rms_norm", rms_norm_eager, x.reshape(-1, shape[-1]), weight, eps).view(shape)
+
+
+def add_rms_norm(residual: Tensor, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    shape = x.shape
+    flat = (residual.reshape(-1, shape[-1]), x.reshape(-1, shape[-1]))
+    return run_fused("add_rms_norm", add_rms_norm_eager, *flat, weight, eps).view(shape)
+
+
+def gelu_tanh_mul(gate: Tensor, up: Tensor) -> Tensor:
+    shape = gate.shape
+    return run_fused(
+        "gelu_tanh_mul", gelu_tanh_mul_eager, gate.reshape(-1, shape[-1]), up.reshape(-1, shape[-1])
+    ).view(shape)
+
+
+def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    return run_fused("rotary", rotary_eager, x, cos, sin)
