@@ -22,9 +22,10 @@ prompt; prompts are applied to the strings, so every path embeds identical input
 
 Each path runs in its own subprocess (so peak RSS, VmHWM, is per path: Python, libraries, model load and
 inference): sentence-transformers float32 / bfloat16 (`SentenceTransformer(DIR, local_files_only=True)`),
-gemma-embed float32 / bfloat16 / int8 / int4 / mixed (`gemma_embed.load`), ONNX Runtime float32
-(`gemma_embed.export.onnx.OnnxEncoder`). Throughput is the median of --repeats timed passes over all texts
-(after one warm-up batch); single-query latency is p50/p99 over one-query `encode` calls. Fidelity: cosine of
+gemma-embed float32 / bfloat16 / int8 / int4 / mixed (`gemma_embed.load`; fused kernels, see
+`gemma_embed.model.kernels`), int4 again with GEMMA_EMBED_FUSED=0 (no compiler stack in memory: the
+low-memory configuration), ONNX Runtime float32 (`gemma_embed.export.onnx.OnnxEncoder`). Throughput is the
+median of --repeats timed passes over all texts (after a warm-up batch and query); single-query latency is p50/p99 over one-query `encode` calls. Fidelity: cosine of
 each path's embeddings to the reference (sentence-transformers float32, else gemma-embed float32), mean and
 min over the texts, and max |difference| for the float32 paths. Random weights make the quantized paths'
 cosines a stress test, not a prediction for trained weights.
@@ -64,6 +65,7 @@ PATHS: dict[str, str] = {
     "gemma-int8": "gemma-embed, int8 weights (per block)",
     "gemma-int4": "gemma-embed, int4 weights (per block)",
     "gemma-mixed": "gemma-embed, mixed int4/int8 weights",
+    "gemma-int4-eager": "gemma-embed, int4 weights, GEMMA_EMBED_FUSED=0 (low memory)",
     "onnx-fp32": "ONNX Runtime, float32",
 }
 SCHEMES = ("int8", "int4", "mixed")
@@ -176,7 +178,7 @@ def path_encoder(name: str, job: dict[str, Any]) -> Callable[[list[str]], np.nda
         return lambda texts: onnx.encode(texts, batch_size=batch_size)
     import gemma_embed
 
-    kind = name.removeprefix("gemma-")
+    kind = name.removeprefix("gemma-").removesuffix("-eager")
     if kind in SCHEMES:
         embedder = gemma_embed.load(job["variants"][kind])
     else:
@@ -240,6 +242,8 @@ def run_worker(name: str, job_file: Path) -> None:
 def measure(name: str, job_file: Path, threads: int) -> dict[str, Any]:
     """Run the worker of path `name` in a fresh interpreter; its failure stops the benchmark."""
     env = {**os.environ, **WORKER_ENV, "OMP_NUM_THREADS": str(threads)}
+    if name.endswith("-eager"):
+        env["GEMMA_EMBED_FUSED"] = "0"  # no compiled kernels: torch's compiler stack is never imported
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--job", str(job_file)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:

@@ -265,7 +265,8 @@ def load(
 ) -> Embedder:
     """Load an embedder from a checkpoint directory, a built-in name ("default") or a locally cached HF id.
 
-    dtype: None (as stored: bfloat16 weights stay bfloat16, others float32), "float32" or "bfloat16".
+    dtype: None (as stored: bfloat16 weights stay bfloat16, others float32; a quantized checkpoint computes in
+    bfloat16, the dtype of its scales), "float32" or "bfloat16".
     float16 is refused (EmbeddingGemma's activations overflow it).
     """
     path = resolve_model_path(path_or_name)

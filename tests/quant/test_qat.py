@@ -157,7 +157,7 @@ def test_train_with_qat_exports_a_float_checkpoint_that_quantizes(tiny_checkpoin
     assert not torch.equal(qat_tensors["embed_tokens.weight"], plain_tensors["embed_tokens.weight"])
 
     assert main_cli.main(["quantize", str(qat_final), "--scheme", "int4", "--out", str(tmp_path / "q4")]) == 0
-    quantized = gemma_embed.load(tmp_path / "q4").encode(TEXTS)
+    quantized = gemma_embed.load(tmp_path / "q4", dtype="float32").encode(TEXTS)
     trained = gemma_embed.load(qat_final)
     qat_int4(trained.model)
     np.testing.assert_allclose(quantized, trained.encode(TEXTS), rtol=0, atol=1e-6)

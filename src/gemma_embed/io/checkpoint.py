@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, processors
 
 from gemma_embed.dtypes import resolve_dtype
@@ -33,6 +34,7 @@ from gemma_embed.errors import CheckpointError, ConfigError
 from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig
+from gemma_embed.model.gemma3 import skeleton
 from gemma_embed.prompts import DEFAULT_PROMPTS
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -83,16 +85,60 @@ def refuse_pickle(path: Path) -> None:
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of one safetensors file, or a clear error for a missing, corrupt or pickle file."""
+    """Tensors of one safetensors file, or a clear error for a missing, corrupt or pickle file.
+
+    The tensors are copy-on-write memory maps of the file where its layout allows (see `map_tensors`), so a
+    page of weights is read when first touched: the rows of a quantized embedding table that no text looks
+    up never enter memory."""
     if not path.is_file():
         pickles = [p for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES]
         if pickles:
             refuse_pickle(pickles[0])
         raise CheckpointError(f"{path} is missing")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt"):  # validates the header and offsets, reads no data
+            pass
+        return map_tensors(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is corrupt or not a safetensors file: {exc}") from exc
+
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def map_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a (validated) safetensors file as views of one copy-on-write map of it.
+
+    A tensor whose offset is not a multiple of its element size, or of a dtype not listed, is read into memory
+    by safetensors instead."""
+    with path.open("rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_size))
+    header.pop("__metadata__", None)
+    data_size = path.stat().st_size - 8 - header_size
+    data = torch.from_numpy(np.memmap(path, np.uint8, "c", 8 + header_size)) if data_size else None
+    tensors, unmapped = {}, []
+    for name, entry in header.items():
+        dtype, (start, end) = SAFETENSORS_DTYPES.get(entry["dtype"]), entry["data_offsets"]
+        if data is None or dtype is None or start % dtype.itemsize:
+            unmapped.append(name)
+            continue
+        tensors[name] = data[start:end].view(dtype).view(entry["shape"])
+    if unmapped:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors.update({name: handle.get_tensor(name) for name in unmapped})
+    return tensors
 
 
 def read_encoder_tensors(root: Path) -> dict[str, torch.Tensor]:
@@ -231,16 +277,19 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
 
     tensors = read_encoder_tensors(root)
     from gemma_embed.quant.weights import (  # imports this module
+        SCALE_DTYPE,
         apply_quantized,
         is_quantized,
         split_quantized,
     )
 
     quantized = None
-    if is_quantized(root):  # a `gemma-embed quantize` checkpoint
+    stored = next(iter(tensors.values())).dtype if tensors else None
+    if is_quantized(root):  # a `gemma-embed quantize` checkpoint: "as stored" is its scales' bfloat16
         tensors, quantized, scheme = split_quantized(root, tensors)
-    target = resolve_dtype(dtype, stored=next(iter(tensors.values())).dtype if tensors else None)
-    with torch.device("meta"):
+        stored = SCALE_DTYPE
+    target = resolve_dtype(dtype, stored=stored)
+    with skeleton():
         model = EmbeddingModel(config)
     check_state(model.encoder.state_dict(), tensors, root / "model.safetensors")
     for i, (layer, weight) in enumerate(zip(model.head.dense, dense, strict=True)):

@@ -31,7 +31,7 @@ from gemma_embed.io.checkpoint import (
 )
 from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.model.config import GemmaEmbedConfig
-from gemma_embed.model.gemma3 import GemmaEncoder, gemma_init_
+from gemma_embed.model.gemma3 import GemmaEncoder, gemma_init_, skeleton
 
 PREFIX = "model."
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -82,7 +82,7 @@ def load_decoder(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Gem
         raise CheckpointError(f"{root} is not a checkpoint directory")
     config = decoder_config(read_json(root / "config.json"), root / "config.json")
     tensors = read_encoder_tensors(root)  # strips `model.`, drops a stored (tied) `lm_head.weight`
-    with torch.device("meta"):
+    with skeleton():
         model = GemmaDecoderLM(config)
     check_state(model.model.state_dict(), tensors, root / "model.safetensors")
     model.model.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, assign=True)

@@ -14,11 +14,14 @@ in float32 and cast to the activation dtype, the embedding scale sqrt(hidden) ca
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from gemma_embed.model import kernels
 from gemma_embed.model.config import SLIDING, GemmaEmbedConfig
@@ -36,6 +39,25 @@ def gemma_init_(module: M, seed: int | None = None, std: float = 0.02) -> M:
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
     return module
+
+
+class _SkipInit(TorchFunctionMode):
+    """Turns the `torch.nn.init` calls of module constructors into no-ops."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def skeleton() -> Iterator[None]:
+    """Modules built inside have meta (storage-less) tensors and skip initialization: a model to load weights
+    into with `load_state_dict(..., assign=True)`. Skipping the initializers matters: on meta tensors they
+    run as Python reference kernels that import torch's compiler stack (about 100 MB of memory)."""
+    with torch.device("meta"), _SkipInit():
+        yield
 
 
 class RMSNorm(nn.Module):

@@ -5,7 +5,8 @@ while eager elementwise ops took two thirds of a forward pass (measured: one RMS
 bfloat16 values is 7 kernels and 14 ms eager, 1.2 ms compiled). So each step below is written once, in
 plain torch, and at inference (no autograd) it runs as one compiled kernel; with autograd on (training),
 while tracing or exporting, or where compilation fails (no C++ compiler), the same function runs eagerly.
-`GEMMA_EMBED_FUSED=0` turns the compiled kernels off.
+`GEMMA_EMBED_FUSED=0` turns the compiled kernels off: torch's compiler stack then is never imported, which
+keeps about 100 MB out of memory (the low-memory way to run an int4 model) at about half the bf16 speed.
 
 Inputs are flattened to 2-D before a compiled call, so one graph per dtype serves every batch shape.
 The numerics are the reference's (statistics and gains in float32, one rounding to the activation dtype).
@@ -65,9 +66,9 @@ def _enabled() -> bool:
 def _fast(name: str, eager: Callable[..., Tensor]) -> Callable[..., Tensor] | None:
     """The compiled `eager` when this call may use it, else None (the caller runs eager)."""
     if (
-        torch.is_grad_enabled()
+        not _enabled()  # first: the checks below import torch's compiler stack (about 100 MB)
+        or torch.is_grad_enabled()
         or name in _failed
-        or not _enabled()
         or torch.compiler.is_compiling()
         or torch.jit.is_tracing()
         or torch.onnx.is_in_onnx_export()
@@ -85,7 +86,8 @@ def run_fused(name: str, eager: Callable[..., Tensor], *args: object) -> Tensor:
         return eager(*args)
     try:
         return fast(*args)
-    except Exception as exc:  # a missing compiler, an unsupported platform: fall back once, loudly
+    except Exception as exc:  # a missing compiler, an unsupported platform: fall back for good, loudly
+        result = eager(*args)  # bad inputs fail here too, with the plain code's error, and change nothing
         _failed.add(name)
         warnings.warn(
             f"fused kernel {name} is unavailable ({type(exc).__name__}: {str(exc)[:200]}); running eager "
@@ -93,7 +95,7 @@ def run_fused(name: str, eager: Callable[..., Tensor], *args: object) -> Tensor:
             RuntimeWarning,
             stacklevel=3,
         )
-        return eager(*args)
+        return result
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:

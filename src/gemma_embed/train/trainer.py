@@ -87,6 +87,7 @@ from gemma_embed.io.files import atomic_write
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.losses import DistillationProjection, EmbeddingGemmaLoss
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig, preset
+from gemma_embed.model.gemma3 import skeleton
 from gemma_embed.prompts import DEFAULT_PROMPTS, apply_prompt
 from gemma_embed.train import sources
 from gemma_embed.train.data import Batch, Mixture, MixtureBatchSampler, PairDataset
@@ -747,7 +748,7 @@ class Trainer:
 
     def _model_checkpoint(self, state: dict[str, Tensor]) -> Checkpoint:
         """A standalone CPU model holding the full weights of `state` (keys "model.*"), ready for saving."""
-        with torch.device("meta"):
+        with skeleton():
             model = EmbeddingModel(self.config)
         weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
         model.load_state_dict(weights, assign=True)
