@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gemma_embed.quant.weights import quantization_targets, quantize_tensor, replace_module
+from gemma_embed.quant.weights import outlier_columns, quantization_targets, quantize_tensor, replace_module
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -35,18 +35,19 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the dequantized per-block quantization of a 2-D weight. Backward: the identity."""
 
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, bits: int) -> Tensor:
-        return quantize_tensor(weight, bits).dequantize(weight.dtype)
+    def forward(ctx: Any, weight: Tensor, bits: int, columns: Tensor | None) -> Tensor:
+        return quantize_tensor(weight, bits, columns=columns).dequantize(weight.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad, None, None
 
 
-def fake_quantize(weight: Tensor, bits: int) -> Tensor:
+def fake_quantize(weight: Tensor, bits: int, columns: Tensor | None = None) -> Tensor:
     """`weight` [out, in] rounded to the `bits`-bit per-block grid (the values PTQ stores), with a
-    straight-through gradient: d(fake_quantize(w))/dw is taken as the identity."""
-    return _StraightThrough.apply(weight, bits)
+    straight-through gradient: d(fake_quantize(w))/dw is taken as the identity. `columns`: the outlier
+    columns of the whole matrix when `weight` is some of its rows (see `quantize_tensor`)."""
+    return _StraightThrough.apply(weight, bits, columns)
 
 
 class QATLinear(nn.Linear):
@@ -72,8 +73,8 @@ class QATLinear(nn.Linear):
 class QATEmbedding(nn.Embedding):
     """An `nn.Embedding` whose looked-up rows are fake-quantized; `weight` stays the float parameter.
 
-    Blocks run along the hidden dim, so quantizing only the looked-up rows gives the same values as
-    quantizing the whole table (and costs a batch's rows instead of the vocabulary's).
+    Blocks run along the hidden dim, so quantizing only the looked-up rows (with the outlier columns of
+    the whole table) gives the same values as quantizing the whole table, at a batch's cost.
     """
 
     bits: int
@@ -97,7 +98,8 @@ class QATEmbedding(nn.Embedding):
 
     def forward(self, input_ids: Tensor) -> Tensor:
         rows = super().forward(input_ids)
-        return fake_quantize(rows.reshape(-1, rows.shape[-1]), self.bits).reshape(rows.shape)
+        columns = outlier_columns(self.weight)  # of the whole table, as PTQ finds them
+        return fake_quantize(rows.reshape(-1, rows.shape[-1]), self.bits, columns).reshape(rows.shape)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, qat_bits={self.bits}"

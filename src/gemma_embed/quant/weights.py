@@ -5,8 +5,11 @@ inputs of one output row; each block has one scale `s = max|w| / qmax` (qmax 127
 rounded to bfloat16 *before* the codes are computed (for int4, the scale is the one among
 `max|w| * c / 7`, c in CLIP_SEARCH, with the least squared error in the block), and codes `q = clamp(round(w / s), -qmax - 1, qmax)`.
 int4 codes are stored offset by 8 as unsigned nibbles, two per byte (even input column in the low nibble).
-The dequantized weight is `q * s`. The token-embedding table [vocab, hidden] is quantized the same way
-along hidden, so one row dequantizes on its own at lookup.
+The dequantized weight is `q * s`. An outlier input column (mean |w| above OUTLIER_RATIO x the median
+column's; at most 1/64 of the columns) is stored in bfloat16 beside the blocks and zeroed inside them, so it
+does not set its block's scale (LLM.int8()-style outlier decomposition, applied to the weights). The
+token-embedding table [vocab, hidden] is quantized the same way along hidden, so one row dequantizes on its
+own at lookup.
 
 Schemes, after the quantization-aware-training variants released with EmbeddingGemma (Schechter Vera et
 al., 2025, "EmbeddingGemma: Powerful and Lightweight Text Representations", quantization section: int4
@@ -28,7 +31,8 @@ released QAT checkpoints were *trained* for these formats; quantizing float weig
 this module does) is post-training quantization and loses more quality than QAT.
 
 On disk: the usual checkpoint layout, where `model.safetensors` holds the float tensors plus, for each
-quantized tensor NAME, `NAME.qcodes` (int8, or uint8 packed int4) and `NAME.qscales` (bfloat16), and
+quantized tensor NAME, `NAME.qcodes` (int8, or uint8 packed int4) and `NAME.qscales` (bfloat16) (and, when it
+has outlier columns, `NAME.qoutlier_columns` (int64 [k]) and `NAME.qoutlier_values` (bfloat16 [out, k])), and
 `quantization.json` is the manifest (format, scheme, block size, bits per tensor). The head's Dense layers
 stay float in their folders (1.5% of EmbeddingGemma's weights) and are quantized deterministically at load.
 Only safetensors and JSON are written or read; never pickle.
@@ -53,13 +57,23 @@ BLOCK = 32
 SCHEMES: tuple[str, ...] = ("int8", "int4", "mixed")
 MANIFEST = "quantization.json"
 FORMAT = "gemma-embed-blockwise"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2 added outlier columns; v1 checkpoints (none) still load
+READABLE_VERSIONS = (1, 2)
 CODES, SCALES = ".qcodes", ".qscales"
+OUTLIER_COLUMNS, OUTLIER_VALUES = ".qoutlier_columns", ".qoutlier_values"
+QUANT_SUFFIXES = (CODES, SCALES, OUTLIER_COLUMNS, OUTLIER_VALUES)
 SCALE_DTYPE = torch.bfloat16
 _QMAX = {8: 127, 4: 7}
 # int4 scales are searched among absmax * c / 7 for these c (the one with the least squared error per block
 # wins); int8 uses c = 1 (its rounding error is already far below the clipping trade-off).
 CLIP_SEARCH: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+# An input column whose mean |w| exceeds OUTLIER_RATIO x the median column's is kept in bfloat16 beside the
+# blocks (and zeroed in them), at most 1/OUTLIER_SHARE of the columns. Such a column would set the scale of
+# its block and round the block's other 31 values to zero: gemma-embed-mini's token table has one (the
+# static warm start's norm-completing coordinate, mean |w| 0.94 against 0.01-0.03), which alone took int4's
+# mean cosine from 0.993 to 0.969. Gaussian (random) weights have none: their column ratio stays near 1.
+OUTLIER_RATIO = 8.0
+OUTLIER_SHARE = 64
 
 
 # ---- the numerics ------------------------------------------------------------------------------------
@@ -67,13 +81,15 @@ CLIP_SEARCH: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 
 @dataclass(frozen=True)
 class QuantizedTensor:
-    """Codes and per-block scales of a 2-D weight [out, in]; `bits` is 8 or 4."""
+    """Codes and per-block scales of a 2-D weight [out, in]; `bits` is 8 or 4; optional outlier columns."""
 
     codes: Tensor  # int8 [out, in] (8 bits) or uint8 [out, in // 2] (4 bits)
     scales: Tensor  # SCALE_DTYPE [out, in // block]
     bits: int
     shape: tuple[int, int]
     block: int = BLOCK
+    outlier_columns: Tensor | None = None  # int64 [k]: input columns stored as values, not codes
+    outlier_values: Tensor | None = None  # SCALE_DTYPE [out, k]
 
     def dequantize(self, dtype: torch.dtype = torch.float32, rows: Tensor | None = None) -> Tensor:
         """The float weight (or only `rows` of it), `codes * scale`, in `dtype`.
@@ -85,7 +101,11 @@ class QuantizedTensor:
         scales = self.scales if rows is None else self.scales[rows]
         values = unpack_int4(codes, dtype) if self.bits == 4 else codes.to(dtype)
         blocks = values.view(*values.shape[:-1], -1, self.block)
-        return (blocks * scales.to(dtype).unsqueeze(-1)).view(values.shape)
+        weight = (blocks * scales.to(dtype).unsqueeze(-1)).view(values.shape)
+        if self.outlier_columns is not None and self.outlier_values is not None:
+            outliers = self.outlier_values if rows is None else self.outlier_values[rows]
+            weight[..., self.outlier_columns] = outliers.to(dtype)
+        return weight
 
 
 def check_bits(bits: int) -> int:
@@ -94,12 +114,32 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-def quantize_tensor(weight: Tensor, bits: int, block: int = BLOCK) -> QuantizedTensor:
-    """Symmetric per-block quantization of a 2-D weight along its last (input) dim."""
+def outlier_columns(weight: Tensor) -> Tensor | None:
+    """Input columns of a 2-D weight kept out of the blocks (see OUTLIER_RATIO), or None."""
+    magnitude = weight.detach().float().abs().mean(0)
+    limit = OUTLIER_RATIO * magnitude.median()
+    count = min(int((magnitude > limit).sum()), weight.shape[1] // OUTLIER_SHARE)
+    if count == 0 or not bool(limit > 0):
+        return None
+    return torch.topk(magnitude, count).indices.sort().values
+
+
+def quantize_tensor(
+    weight: Tensor, bits: int, block: int = BLOCK, columns: Tensor | None = None
+) -> QuantizedTensor:
+    """Symmetric per-block quantization of a 2-D weight along its last (input) dim, outlier columns aside
+    (`columns`: those found in the whole matrix when `weight` holds some of its rows; default: found here)."""
     qmax = _QMAX[check_bits(bits)]
     if weight.ndim != 2 or weight.shape[1] % block:
         raise ConfigError(f"cannot quantize shape {tuple(weight.shape)} in blocks of {block} along dim 1")
-    w = weight.detach().float().reshape(weight.shape[0], -1, block)
+    if columns is None:
+        columns = outlier_columns(weight)
+    w = weight.detach().float()
+    outliers = None
+    if columns is not None:
+        outliers = w[:, columns].to(SCALE_DTYPE).contiguous()
+        w = w.index_fill(1, columns, 0.0)
+    w = w.reshape(weight.shape[0], -1, block)
     absmax = w.abs().amax(-1, keepdim=True)
     best_scale, best_err = None, None
     for shrink in CLIP_SEARCH if bits == 4 else (1.0,):  # MSE-optimal clipping (int4 only)
@@ -117,7 +157,8 @@ def quantize_tensor(weight: Tensor, bits: int, block: int = BLOCK) -> QuantizedT
     scales = torch.where(absmax == 0, torch.zeros_like(best_scale), best_scale).squeeze(-1).to(SCALE_DTYPE)
     if bits == 4:
         codes = pack_int4(codes)
-    return QuantizedTensor(codes.contiguous(), scales.contiguous(), bits, tuple(weight.shape), block)
+    shape = (weight.shape[0], weight.shape[1])
+    return QuantizedTensor(codes.contiguous(), scales.contiguous(), bits, shape, block, columns, outliers)
 
 
 def pack_int4(codes: Tensor) -> Tensor:
@@ -148,10 +189,20 @@ class _Quantized(nn.Module):
         self.bits, self.block, self.shape = q.bits, q.block, q.shape
         self.register_buffer("codes", q.codes)
         self.register_buffer("scales", q.scales)
+        self.register_buffer("outlier_columns", q.outlier_columns)
+        self.register_buffer("outlier_values", q.outlier_values)
         self.register_buffer("weight", torch.empty(0, dtype=dtype, device=q.codes.device), persistent=False)
 
     def quantized(self) -> QuantizedTensor:
-        return QuantizedTensor(self.codes, self.scales, self.bits, self.shape, self.block)
+        return QuantizedTensor(
+            self.codes,
+            self.scales,
+            self.bits,
+            self.shape,
+            self.block,
+            self.outlier_columns,
+            self.outlier_values,
+        )
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, bits={self.bits}, block={self.block}"
@@ -258,10 +309,11 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} cannot be read as JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: format {manifest.get('format')!r} v{manifest.get('version')} is not supported "
-            f"(this version reads {FORMAT!r} v{FORMAT_VERSION}); re-run `gemma-embed quantize`"
+            f"(this version reads {FORMAT!r} v{'/'.join(map(str, READABLE_VERSIONS))}); "
+            "re-run `gemma-embed quantize`"
         )
     if manifest.get("scheme") not in SCHEMES or manifest.get("block_size") != BLOCK:
         raise CheckpointError(f"{path}: unsupported scheme or block size in {manifest}")
@@ -274,22 +326,32 @@ def split_quantized(
     """Encoder tensors of a quantized checkpoint -> (float tensors with meta placeholders for the
     quantized ones, {name: QuantizedTensor}, scheme). Called by `load_checkpoint` through its hook."""
     manifest = read_manifest(root)
-    floats = {k: v for k, v in tensors.items() if not k.endswith((CODES, SCALES))}
+    floats = {k: v for k, v in tensors.items() if not k.endswith(QUANT_SUFFIXES)}
     quantized: dict[str, QuantizedTensor] = {}
+    where = root / "model.safetensors"
     for name, entry in manifest.get("tensors", {}).items():
         codes, scales = tensors.get(name + CODES), tensors.get(name + SCALES)
         if codes is None or scales is None:
-            raise CheckpointError(f"{root / 'model.safetensors'}: codes or scales of {name!r} are missing")
-        shape = tuple(int(d) for d in entry["shape"])
-        q = QuantizedTensor(codes, scales, check_bits(int(entry["bits"])), shape)  # type: ignore[arg-type]
+            raise CheckpointError(f"{where}: codes or scales of {name!r} are missing")
+        columns, outliers = tensors.get(name + OUTLIER_COLUMNS), tensors.get(name + OUTLIER_VALUES)
+        shape = (int(entry["shape"][0]), int(entry["shape"][1]))
+        q = QuantizedTensor(codes, scales, check_bits(int(entry["bits"])), shape, BLOCK, columns, outliers)
         expected_codes = (shape[0], shape[1] // (2 if q.bits == 4 else 1))
         if tuple(codes.shape) != expected_codes or tuple(scales.shape) != (shape[0], shape[1] // BLOCK):
-            raise CheckpointError(
-                f"{root / 'model.safetensors'}: codes/scales of {name!r} do not fit {shape}"
+            raise CheckpointError(f"{where}: codes/scales of {name!r} do not fit {shape}")
+        if (columns is None) != (outliers is None) or (
+            columns is not None
+            and outliers is not None
+            and (
+                columns.ndim != 1
+                or tuple(outliers.shape) != (shape[0], columns.numel())
+                or not bool(((columns >= 0) & (columns < shape[1])).all())
             )
+        ):
+            raise CheckpointError(f"{where}: outlier columns/values of {name!r} do not fit {shape}")
         quantized[name] = q
         floats[name] = torch.empty(shape, device="meta")
-    extra = sorted(k for k in tensors if k.endswith((CODES, SCALES)) and k.rsplit(".", 1)[0] not in quantized)
+    extra = sorted(k for k in tensors if k.endswith(QUANT_SUFFIXES) and k.rsplit(".", 1)[0] not in quantized)
     if extra:
         raise CheckpointError(f"{root / MANIFEST} does not list quantized tensor {extra[0]!r}")
     return floats, quantized, manifest["scheme"]
@@ -320,6 +382,12 @@ def save_quantized(checkpoint: Any, scheme: str, out: str | Path, *, overwrite: 
         q = quantize_tensor(tensor, bits)
         tensors[name + CODES], tensors[name + SCALES] = q.codes, q.scales
         entries[name] = {"bits": bits, "shape": list(q.shape)}
+        if q.outlier_columns is not None and q.outlier_values is not None:
+            tensors[name + OUTLIER_COLUMNS], tensors[name + OUTLIER_VALUES] = (
+                q.outlier_columns,
+                q.outlier_values,
+            )
+            entries[name]["outlier_columns"] = q.outlier_columns.numel()
     manifest = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
