@@ -52,8 +52,12 @@ def test_smoke_run_reports_every_path(tmp_path: Path) -> None:
     assert section.strip() in done.stdout
     assert "AVX-512:" in section and "torch " in section
 
+    paths_table, _, targets_table = section.partition("Targets of issue #6")
+    assert (
+        "| gemma-int8 mean cosine |" in targets_table and "| int4 checkpoint on disk (MB) |" in targets_table
+    )
     rows = {}
-    for line in section.splitlines():
+    for line in paths_table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
         if line.startswith("| ") and cells[0].split(" ")[0] in speed.PATHS:
             rows[cells[0].split(" ")[0]] = cells[1:]

@@ -41,6 +41,7 @@ def test_fused_kernels_match_their_definitions(dtype):
         expected = kernels.rotary_eager(heads, cos, sin)
         torch.testing.assert_close(kernels.rotary(heads, cos, sin), expected, atol=tol, rtol=rtol)
     assert {"rms_norm", "rotary"} <= kernels._compiled.keys() and not kernels._failed
+    assert torch._dynamo.config.recompile_limit >= kernels.RECOMPILE_LIMIT  # no silent eager fallback
 
 
 def test_bad_inputs_raise_the_plain_error_and_keep_the_kernel(monkeypatch):

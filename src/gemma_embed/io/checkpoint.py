@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, processors
 
 from gemma_embed.dtypes import resolve_dtype
@@ -84,18 +84,21 @@ def refuse_pickle(path: Path) -> None:
     raise CheckpointError(f"{path} is a pickle checkpoint; {PICKLE_FIX}")
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, *, mapped: bool = False) -> dict[str, torch.Tensor]:
     """Tensors of one safetensors file, or a clear error for a missing, corrupt or pickle file.
 
-    The tensors are copy-on-write memory maps of the file where its layout allows (see `map_tensors`), so a
-    page of weights is read when first touched: the rows of a quantized embedding table that no text looks
-    up never enter memory."""
+    `mapped`: copy-on-write memory maps of the file where its layout allows (see `map_tensors`), so a page
+    of weights is read when first touched: the rows of a quantized embedding table that no text looks up
+    never enter memory. Model weights are read so; other state (optimizer, RNG) is read into memory, as
+    some consumers (`torch.set_rng_state`) ignore a tensor's storage offset."""
     if not path.is_file():
         pickles = [p for p in path.parent.glob("*") if p.suffix in PICKLE_SUFFIXES]
         if pickles:
             refuse_pickle(pickles[0])
         raise CheckpointError(f"{path} is missing")
     try:
+        if not mapped:
+            return load_file(str(path))
         with safe_open(str(path), framework="pt"):  # validates the header and offsets, reads no data
             pass
         return map_tensors(path)
@@ -149,9 +152,9 @@ def read_encoder_tensors(root: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{index} has no weight_map")
         tensors: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
-            tensors.update(read_tensors(root / shard))
+            tensors.update(read_tensors(root / shard, mapped=True))
     else:
-        tensors = read_tensors(root / "model.safetensors")
+        tensors = read_tensors(root / "model.safetensors", mapped=True)
     # Checkpoints saved from a causal-LM wrapper prefix every key with `model.`.
     if tensors and all(k.startswith("model.") for k in tensors if k != "lm_head.weight"):
         tensors = {k.removeprefix("model."): v for k, v in tensors.items() if k != "lm_head.weight"}
@@ -224,7 +227,7 @@ def read_dense(path: Path) -> torch.Tensor:
             f"{path}: only Dense layers without bias and with identity activation are supported "
             f"(found bias={cfg.get('bias', True)}, activation={activation})"
         )
-    weight = read_tensors(path / "model.safetensors").get("linear.weight")
+    weight = read_tensors(path / "model.safetensors", mapped=True).get("linear.weight")
     if weight is None:
         raise CheckpointError(f"{path / 'model.safetensors'}: tensor 'linear.weight' is missing")
     expected = (cfg.get("out_features"), cfg.get("in_features"))

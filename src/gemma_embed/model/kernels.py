@@ -55,6 +55,7 @@ def rotary_eager(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
+RECOMPILE_LIMIT = 64
 _compiled: dict[str, Callable[..., Tensor]] = {}
 _failed: set[str] = set()
 
@@ -75,6 +76,10 @@ def _fast(name: str, eager: Callable[..., Tensor]) -> Callable[..., Tensor] | No
     ):
         return None
     if name not in _compiled:
+        # Each kernel is recompiled per dtype and per specialized size (1 is), across all models of the
+        # process; past torch's default of 8 recompiles a function silently runs eager.
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
         _compiled[name] = torch.compile(eager, dynamic=True)
     return _compiled[name]
 
