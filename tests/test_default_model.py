@@ -67,7 +67,9 @@ def test_the_card_stsb_score_is_reproduced(tmp_path) -> None:
         == 0
     )
     result = json.loads(out.read_text())[0]
-    assert result["scores"]["test"][0]["main_score"] == pytest.approx(card_score("STSBenchmark"), abs=1e-4)
+    # The card was measured with eager bfloat16 ops; the fused kernels round once instead of per op, which
+    # moves this score by about 2e-4 (0.69418 vs 0.69436). A protocol change moves it by 1e-3 or more.
+    assert result["scores"]["test"][0]["main_score"] == pytest.approx(card_score("STSBenchmark"), abs=5e-4)
 
 
 @pytest.mark.slow

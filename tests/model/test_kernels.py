@@ -1,4 +1,4 @@
-"""The fused inference kernels: the same numbers as their eager definitions, used only without autograd, a
+"""The fused inference kernels: the same numbers as their eager definitions, used only in inference mode, a
 clean fallback when compilation fails, and GEMMA_EMBED_FUSED=0 keeps torch's compiler stack out of memory."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_bad_inputs_raise_the_plain_error_and_keep_the_kernel(monkeypatch):
     assert not kernels._failed
 
 
-def test_autograd_runs_the_eager_definition(monkeypatch):
+def test_only_inference_mode_runs_compiled_kernels(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("a compiled kernel was used with autograd on")
 
@@ -59,6 +59,8 @@ def test_autograd_runs_the_eager_definition(monkeypatch):
     x = torch.randn(4, 8, requires_grad=True)
     kernels.rms_norm(x, torch.zeros(8), 1e-6).sum().backward()
     assert x.grad is not None
+    with torch.no_grad():  # GradCache's first pass must equal its autograd recomputation: eager too
+        kernels.rms_norm(x, torch.zeros(8), 1e-6)
 
 
 def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch):
