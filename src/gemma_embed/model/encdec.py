@@ -25,6 +25,7 @@ from gemma_embed.model.gemma3 import (
     GemmaEncoder,
     RMSNorm,
     attention_masks,
+    residual_norm,
     rotary_tables,
 )
 
@@ -66,10 +67,12 @@ class DecoderLayer(EncoderLayer):
         memory: Tensor,
         memory_mask: Tensor | None,
     ) -> Tensor:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rotary, mask))
+        x = residual_norm(
+            x, self.self_attn(self.input_layernorm(x), rotary, mask), self.post_attention_layernorm
+        )
         cross = self.cross_attn(self.pre_cross_attn_layernorm(x), memory, memory_mask)
-        x = x + self.post_cross_attn_layernorm(cross)
-        return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = residual_norm(x, cross, self.post_cross_attn_layernorm)
+        return residual_norm(x, self.mlp(self.pre_feedforward_layernorm(x)), self.post_feedforward_layernorm)
 
     def init_cross_from_self(self) -> None:
         """T5Gemma initialization: cross-attention (and its norms) start as the self-attention's."""

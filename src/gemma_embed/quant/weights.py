@@ -320,6 +320,18 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def fits_outliers(q: QuantizedTensor) -> bool:
+    """Whether stored outlier columns and values have the shapes and range that `q.shape` asks for."""
+    columns, values = q.outlier_columns, q.outlier_values
+    assert columns is not None and values is not None
+    return (
+        columns.ndim == 1
+        and not columns.is_floating_point()
+        and tuple(values.shape) == (q.shape[0], columns.numel())
+        and bool(((columns >= 0) & (columns < q.shape[1])).all())
+    )
+
+
 def split_quantized(
     root: Path, tensors: dict[str, Tensor]
 ) -> tuple[dict[str, Tensor], dict[str, QuantizedTensor], str]:
@@ -339,15 +351,7 @@ def split_quantized(
         expected_codes = (shape[0], shape[1] // (2 if q.bits == 4 else 1))
         if tuple(codes.shape) != expected_codes or tuple(scales.shape) != (shape[0], shape[1] // BLOCK):
             raise CheckpointError(f"{where}: codes/scales of {name!r} do not fit {shape}")
-        if (columns is None) != (outliers is None) or (
-            columns is not None
-            and outliers is not None
-            and (
-                columns.ndim != 1
-                or tuple(outliers.shape) != (shape[0], columns.numel())
-                or not bool(((columns >= 0) & (columns < shape[1])).all())
-            )
-        ):
+        if (columns is None) != (outliers is None) or (columns is not None and not fits_outliers(q)):
             raise CheckpointError(f"{where}: outlier columns/values of {name!r} do not fit {shape}")
         quantized[name] = q
         floats[name] = torch.empty(shape, device="meta")
