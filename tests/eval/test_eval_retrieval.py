@@ -11,7 +11,7 @@ import pytest
 
 from gemma_embed.errors import DataError
 from gemma_embed.eval.tasks import retrieval
-from gemma_embed.eval.tasks.base import top_k
+from gemma_embed.eval.tasks.base import _sortable, top_k
 
 
 def test_query_metrics_by_hand():
@@ -68,17 +68,48 @@ def test_metrics_match_pytrec_eval():
 
 
 def test_top_k_is_exact_across_chunks_with_deterministic_ties():
+    # Small integer-valued vectors: every dot product is an integer below 2**24, exact in float32 whatever
+    # order a BLAS kernel sums in, so chunked and whole products are bitwise equal on any CPU. The scores
+    # take only a few dozen values over 1000 documents, so most of the top-k are exact ties: this checks
+    # the tie rule (earlier document first, or larger tie_order first) across query and document chunks.
     rng = np.random.default_rng(0)
-    q = rng.normal(size=(70, 8)).astype(np.float32)
-    d = rng.normal(size=(1000, 8)).astype(np.float32)
-    d[500] = d[3]  # identical documents: equal scores
-    idx, scores = top_k(q, d, 25, query_chunk=16, doc_chunk=97)
+    q = rng.integers(-2, 3, size=(70, 8)).astype(np.float32)
+    d = rng.integers(-2, 3, size=(1000, 8)).astype(np.float32)
     full = q @ d.T
+    idx, scores = top_k(q, d, 25, query_chunk=16, doc_chunk=97)
     expected = np.argsort(-full, axis=1, kind="stable")[:, :25]  # ties: earlier document first
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_array_equal(scores, np.take_along_axis(full, expected, 1))
+    tie_order = rng.permutation(1000)
+    idx, _ = top_k(q, d, 25, tie_order, query_chunk=16, doc_chunk=97)
+    for row, got in zip(full, idx, strict=True):
+        np.testing.assert_array_equal(got, np.lexsort((-tie_order, -row))[:25])  # ties: larger tie_order
     idx, _ = top_k(q[:1], d, 5000)
     assert idx.shape == (1, 1000)
+
+
+def test_top_k_of_real_scores_equals_the_whole_product_up_to_rounding():
+    # A chunked product is a differently shaped matmul: BLAS kernels (AVX2, AVX-512, AMX) sum it in another
+    # order, so its scores differ from the whole product's in the last bits (1.4e-6 on an AVX2-only EPYC).
+    # Scores are compared to a tolerance, and the order only where no two neighbours are within it.
+    tolerance = 1e-5
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(70, 8)).astype(np.float32)
+    d = rng.normal(size=(1000, 8)).astype(np.float32)
+    full = q @ d.T
+    idx, scores = top_k(q, d, 25, query_chunk=16, doc_chunk=97)
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :25]
+    np.testing.assert_allclose(scores, np.take_along_axis(full, idx, 1), rtol=0, atol=tolerance)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), rtol=0, atol=tolerance)
+    assert np.all(np.diff(scores, axis=1) <= 0)  # best first
+    swapped = idx != expected
+    gaps = np.abs(np.take_along_axis(full, idx, 1) - np.take_along_axis(full, expected, 1))
+    assert np.all(gaps[swapped] <= tolerance)  # a different document only in place of a near tie
+
+
+def test_signed_zero_scores_tie():
+    # -0.0 == 0.0, but their bit patterns order apart; which sign a kernel gives an exact zero varies.
+    assert len(set(_sortable(np.array([-0.0, 0.0], np.float32)).tolist())) == 1
 
 
 def _data(corpus_ids, qrels, query_ids=None):

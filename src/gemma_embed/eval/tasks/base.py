@@ -47,7 +47,8 @@ def paired_similarities(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
 
 def _sortable(scores: np.ndarray) -> np.ndarray:
     """float32 -> uint64 whose order is the float order (IEEE-754 bit trick)."""
-    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32)
+    # + 0.0 turns -0.0 into 0.0: equal scores must get equal keys so that the tie rule decides their order.
+    bits = (np.ascontiguousarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
     flipped = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
     return flipped.astype(np.uint64)
 
