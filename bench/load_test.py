@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import signal
 import socket
@@ -192,7 +191,23 @@ def main() -> int:
             f"{r.mean_batch:>11}"
         )
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from machine import machine_facts  # bench/machine.py
+
+        from gemma_embed.io.files import write_json
+
+        settings = {
+            k: getattr(args, k) for k in ("model", "clients", "requests", "threads", "max_batch_tokens")
+        }
+        write_json(
+            args.json,
+            {
+                "command": " ".join(["python bench/load_test.py", *sys.argv[1:]]),
+                "machine": machine_facts(),
+                **settings,
+                "results": [asdict(r) for r in results],
+            },
+        )
     return 0 if all(r.errors == 0 for r in results) else 1
 
 

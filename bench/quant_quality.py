@@ -218,8 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from gemma_embed.io.files import atomic_write
 
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from machine import machine_facts  # bench/machine.py
+
         with atomic_write(args.json) as handle:
-            json.dump({"model": name, "texts": len(texts), "results": results}, handle, indent=2)
+            command = " ".join(["python bench/quant_quality.py", *(sys.argv[1:] if argv is None else argv)])
+            record = {"command": command, "machine": machine_facts(), "model": name, "texts": len(texts)}
+            json.dump({**record, "results": results}, handle, indent=2)
     return 0
 
 

@@ -36,10 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,11 +46,14 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata, util
+from importlib import util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, key_values, machine_facts  # noqa: F401  bench/machine.py; peer.py uses key_values
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
@@ -254,42 +255,9 @@ def measure(name: str, job_file: Path, threads: int) -> dict[str, Any]:
 # ---- report --------------------------------------------------------------------------------------------
 
 
-def key_values(text: str) -> dict[str, str]:
-    """`key: value` lines (lscpu, /proc/cpuinfo) as a dict; the first occurrence of a key wins."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out.setdefault(key.strip(), value.strip())
-    return out
-
-
 def machine() -> list[str]:
-    """CPU model, cores, AVX-512 / AMX flags, and library versions."""
-    cpuinfo = Path("/proc/cpuinfo")
-    first_cpu = (
-        cpuinfo.read_text(encoding="utf-8", errors="replace").split("\n\n")[0] if cpuinfo.is_file() else ""
-    )
-    info = key_values(first_cpu)
-    lscpu = key_values(subprocess.check_output(["lscpu"], text=True)) if shutil.which("lscpu") else {}
-    model = lscpu.get("Model name") or info.get("model name") or platform.processor() or "unknown CPU"
-    flags = (lscpu.get("Flags") or info.get("flags", "")).split()
-    physical = ""
-    if lscpu.get("Core(s) per socket", "").isdigit() and lscpu.get("Socket(s)", "").isdigit():
-        physical = f", {int(lscpu['Core(s) per socket']) * int(lscpu['Socket(s)'])} physical"
-    avx512 = sorted(f for f in flags if f.startswith("avx512"))
-    amx = sorted(f for f in flags if f.startswith("amx"))
-    versions = []
-    for package in ("torch", "sentence-transformers", "transformers", "onnxruntime"):
-        try:
-            versions.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return [
-        f"CPU: {model}; {os.cpu_count()} logical cores{physical}, {len(os.sched_getaffinity(0))} usable",
-        f"AVX-512: {' '.join(avx512) or 'no'}; AMX: {' '.join(amx) or 'no'}",
-        f"Python {platform.python_version()}, {', '.join(versions)}",
-    ]
+    """CPU model, cores, AVX2 / AVX-512 / AMX flags, and library versions (`bench/machine.py`)."""
+    return describe(machine_facts())
 
 
 def fidelity(work: Path, paths: list[str]) -> tuple[str, dict[str, dict[str, float]]]:
