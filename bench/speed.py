@@ -9,7 +9,7 @@ What is built (in a temporary directory, nothing is downloaded):
   262144) with random weights (`EmbeddingModel.initialize`), written by `save_checkpoint` so that
   sentence-transformers loads the same directory;
 * its tokenizer: the real Gemma tokenizer (262144 entries) cannot be obtained offline, so a Gemma-style BPE
-  (`gemma_embed.train.tokenizer`, byte fallback, Gemma's special ids) is trained on the benchmark's data
+  (`gemma_embed.train.data.tokenizer`, byte fallback, Gemma's special ids) is trained on the benchmark's data
   with 32768 entries (512 for --smoke); the embedding table keeps the config's rows, the ones past the
   tokenizer are unused. Token counts per text therefore differ somewhat from the real tokenizer; tokens/s is
   computed from the tokens this tokenizer produces (<bos> and <eos> included, truncated to max_seq_length);
@@ -122,7 +122,7 @@ def build_checkpoint(
     from gemma_embed.io.checkpoint import Checkpoint, save_checkpoint
     from gemma_embed.io.tokenizer import TextTokenizer
     from gemma_embed.model import EmbeddingModel
-    from gemma_embed.train.tokenizer import save_tokenizer, train_tokenizer
+    from gemma_embed.train.data.tokenizer import save_tokenizer, train_tokenizer
 
     trained = train_tokenizer([t for texts in pools.values() for t in texts], vocab, show_progress=False)
     save_tokenizer(trained, work / "tokenizer")

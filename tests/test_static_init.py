@@ -9,9 +9,9 @@ import torch
 from gemma_embed.errors import CheckpointError, ConfigError
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, preset
-from gemma_embed.train.adapt import pretrain
-from gemma_embed.train.pretrain import LoopConfig
-from gemma_embed.train.static_init import (
+from gemma_embed.train.init.adapt import pretrain
+from gemma_embed.train.init.pretrain import LoopConfig
+from gemma_embed.train.init.static import (
     fit_static,
     load_static,
     ridge_fit,

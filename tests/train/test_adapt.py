@@ -15,9 +15,9 @@ from gemma_embed import load
 from gemma_embed.model.config import GemmaEmbedConfig
 from gemma_embed.model.decoder import hf_decoder_config, load_decoder
 from gemma_embed.model.encdec import EncoderDecoder
-from gemma_embed.train import adapt as adapt_cli
-from gemma_embed.train.adapt import adapt, decoder_tokenizer
-from gemma_embed.train.pretrain import (
+from gemma_embed.train.init import adapt as adapt_cli
+from gemma_embed.train.init.adapt import adapt, decoder_tokenizer
+from gemma_embed.train.init.pretrain import (
     LoopConfig,
     corpus_tokens,
     encdec_loss,

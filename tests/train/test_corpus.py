@@ -7,9 +7,9 @@ import pytest
 
 from gemma_embed.errors import DataError
 from gemma_embed.paths import data_root
-from gemma_embed.train import corpus as corpus_module
-from gemma_embed.train import sources
-from gemma_embed.train.corpus import (
+from gemma_embed.train.data import corpus as corpus_module
+from gemma_embed.train.data import sources
+from gemma_embed.train.data.corpus import (
     HELDOUT_FILE,
     STATS_FILE,
     TRAIN_FILE,
@@ -18,7 +18,8 @@ from gemma_embed.train.corpus import (
     is_heldout,
     read_corpus,
 )
-from gemma_embed.train.sources import text_key
+from gemma_embed.train.data.sources import raw as raw_sources
+from gemma_embed.train.data.sources import text_key
 
 ROOT = data_root()
 needs_data = pytest.mark.skipif(not (ROOT / "README.md").is_file(), reason=f"shared data not found at {ROOT}")
@@ -38,7 +39,7 @@ def small_corpus(tmp_path_factory):
         pytest.skip(f"shared data not found at {ROOT}")
     subset = {name: _english(reader) for name, reader in sources.RAW_TEXTS.items() if name in AT_RISK}
     patch = pytest.MonkeyPatch()
-    patch.setattr(sources, "RAW_TEXTS", subset)
+    patch.setattr(raw_sources, "RAW_TEXTS", subset)
     out = tmp_path_factory.mktemp("corpus")
     try:
         stats = build_corpus(out, ROOT)

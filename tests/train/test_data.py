@@ -12,23 +12,21 @@ import pytest
 from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.prompts import DEFAULT_PROMPTS
-from gemma_embed.train.data import (
+from gemma_embed.train.data.mixture import Mixture, MixtureBatchSampler
+from gemma_embed.train.data.pairs import (
     MANIFEST,
-    STAGES,
     TASK_PROMPTS,
     Columns,
     Example,
-    Mixture,
-    MixtureBatchSampler,
     PairDataset,
     load_training_sets,
     read_jsonl,
     read_lines,
     read_text,
     stable_id,
-    stage_config,
     write_jsonl,
 )
+from gemma_embed.train.recipe import STAGES, stage_config
 
 ROWS = [
     {"query": "q1", "positive": "p1", "negatives": ["n1a", "n1b"]},

@@ -16,9 +16,10 @@ from safetensors.torch import load_file, save_file
 from test_trainer import final_weights, one_thread, write_pairs, write_recipe  # noqa: F401 (fixture)
 from torch.distributed.tensor import DTensor
 
-from gemma_embed.train import distributed
+from gemma_embed import distributed
+from gemma_embed.distributed import mean_over_ranks
 from gemma_embed.train.recipe import Recipe
-from gemma_embed.train.trainer import Trainer, checkpoint_dirs, mean_over_ranks
+from gemma_embed.train.trainer import Trainer, checkpoint_dirs
 from helpers import free_port
 
 WORLD = 2

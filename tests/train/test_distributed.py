@@ -9,9 +9,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from gemma_embed import distributed
 from gemma_embed.errors import InputError
 from gemma_embed.losses import EmbeddingGemmaLoss, nce_loss
-from gemma_embed.train import distributed
 from helpers import free_port
 
 WORLD, LOCAL_B, K, D_IN, D = 2, 3, 2, 6, 8

@@ -7,8 +7,8 @@ import pytest
 
 from gemma_embed.errors import ConfigError, InputError
 from gemma_embed.io.files import write_json
-from gemma_embed.train.data import MANIFEST, Example, PairDataset, load_training_sets
-from gemma_embed.train.mining import mine_hard_negatives, mine_training_sets
+from gemma_embed.train.data.mining import mine_hard_negatives, mine_training_sets
+from gemma_embed.train.data.pairs import MANIFEST, Example, PairDataset, load_training_sets
 
 
 class AngleEncoder:

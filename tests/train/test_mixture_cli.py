@@ -10,8 +10,8 @@ import torch
 
 from gemma_embed import cli as main_cli
 from gemma_embed.paths import data_root
-from gemma_embed.train.mixture_cli import searched_sets, trial_recipe
-from gemma_embed.train.mixture_search import read_mixtures
+from gemma_embed.train.orchestration.mixture_cli import searched_sets, trial_recipe
+from gemma_embed.train.orchestration.mixture_search import read_mixtures
 from gemma_embed.train.recipe import Recipe
 from helpers import WORDS, random_text
 

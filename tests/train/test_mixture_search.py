@@ -6,7 +6,7 @@ import math
 import pytest
 
 from gemma_embed.errors import DataError, InputError
-from gemma_embed.train.mixture_search import (
+from gemma_embed.train.orchestration.mixture_search import (
     MixtureResult,
     initial_mixtures,
     read_mixtures,

@@ -14,8 +14,8 @@ import gemma_embed
 from gemma_embed import cli as main_cli
 from gemma_embed.errors import ConfigError
 from gemma_embed.paths import data_root
-from gemma_embed.train.ablation import load_ablation, main_scores, variant_recipe, write_report
-from gemma_embed.train.pipeline import load_pipeline, run_pipeline
+from gemma_embed.train.orchestration.ablation import load_ablation, main_scores, variant_recipe, write_report
+from gemma_embed.train.orchestration.pipeline import load_pipeline, run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,7 +179,7 @@ def test_learning_curves_plot_losses_and_dev_scores(tmp_path):
     ]
     lines.append({"step": 20, "eval": {"STSBenchmark": 0.6}})
     write(run / "metrics.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
-    from gemma_embed.train.curves import read_metrics
+    from gemma_embed.train.orchestration.curves import read_metrics
 
     losses, scores = read_metrics(run)
     assert losses == [(10, 2.0), (20, 1.0)] and scores == {"STSBenchmark": [(0, 0.5), (20, 0.6)]}

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gemma_embed.errors import CheckpointError, InputError
-from gemma_embed.train import soup
-from gemma_embed.train.soup import soup_checkpoints
+from gemma_embed.train.orchestration import soup
+from gemma_embed.train.orchestration.soup import soup_checkpoints
 
 MODULES = [
     {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

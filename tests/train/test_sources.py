@@ -7,8 +7,8 @@ import pytest
 
 from gemma_embed.errors import DataError
 from gemma_embed.paths import data_root
-from gemma_embed.train.data import TASK_PROMPTS, load_training_sets
-from gemma_embed.train.sources import (
+from gemma_embed.train.data.pairs import TASK_PROMPTS, load_training_sets
+from gemma_embed.train.data.sources import (
     SOURCES,
     HeldOut,
     HeldOutGroup,

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from gemma_embed.errors import InputError
-from gemma_embed.train.data import stable_id
-from gemma_embed.train.teacher import SentenceTransformerTeacher, TeacherCache, TeacherTable, load_teacher
+from gemma_embed.train.data.pairs import stable_id
+from gemma_embed.train.data.teacher import (
+    SentenceTransformerTeacher,
+    TeacherCache,
+    TeacherTable,
+    load_teacher,
+)
 
 
 class FakeTeacher:

@@ -8,8 +8,8 @@ from tokenizers import Tokenizer
 
 from gemma_embed.errors import ConfigError
 from gemma_embed.io.tokenizer import TextTokenizer
-from gemma_embed.train.corpus import CorpusText
-from gemma_embed.train.tokenizer import (
+from gemma_embed.train.data.corpus import CorpusText
+from gemma_embed.train.data.tokenizer import (
     BYTE_TOKENS,
     SPECIAL_TOKENS,
     balanced_sample,

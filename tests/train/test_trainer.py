@@ -24,11 +24,11 @@ import gemma_embed
 from gemma_embed import cli as main_cli
 from gemma_embed.errors import CheckpointError, ConfigError, DataError
 from gemma_embed.model import EmbeddingModel
-from gemma_embed.paths import data_root
-from gemma_embed.train import sources
+from gemma_embed.paths import DATA_ENV, data_root
 from gemma_embed.train import trainer as trainer_module
 from gemma_embed.train.recipe import Recipe
-from gemma_embed.train.trainer import Trainer, checkpoint_dirs, flatten_state, lr_schedule, unflatten_state
+from gemma_embed.train.state import flatten_state, unflatten_state
+from gemma_embed.train.trainer import Trainer, checkpoint_dirs, lr_schedule
 from helpers import WORDS, random_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -393,7 +393,7 @@ def test_smoke_recipe_raises_stsb_dev_spearman(tmp_path):
         root / "snli_devtest_esnli",
     ]
     if missing := [str(p) for p in needed if not p.exists()]:
-        pytest.skip(f"shared data not found: {', '.join(missing)} (set {sources.DATA_ENV})")
+        pytest.skip(f"shared data not found: {', '.join(missing)} (set {DATA_ENV})")
     summary = Trainer(Recipe.load(REPO / "recipes" / "smoke.toml"), tmp_path / "smoke").fit()
     initial, final = summary["initial_eval"]["STSBenchmark"], summary["final_eval"]["STSBenchmark"]
     print(f"smoke: STS-B dev Spearman {initial:.4f} -> {final:.4f} in {summary['seconds']} s")

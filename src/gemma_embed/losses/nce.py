@@ -21,7 +21,7 @@ Distributed training (a larger, all-gathered candidate set): `q` holds this rank
 `q_ids` and `p_ids` describe every in-batch candidate column, e.g. the positives of all ranks concatenated in
 rank order; row `i`'s own positive and ids are at column `offset + i` (`offset = rank * local_batch`).
 Single-process training is the case `offset = 0` with `p` of the same length as `q`.
-`gemma_embed.losses.EmbeddingGemmaLoss` does the gathering; see `gemma_embed.train.distributed` for why the
+`gemma_embed.losses.EmbeddingGemmaLoss` does the gathering; see `gemma_embed.distributed` for why the
 local mean is the right scaling under DDP.
 """
 

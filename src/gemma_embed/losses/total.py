@@ -12,7 +12,7 @@ negatives [b, d] or [b, k, d] of this process; teacher embeddings {"q", "p", "ne
 Distributed (`gather=True`, the default, and an initialised process group): the in-batch candidates of L_C are
 the positives and ids of all ranks, and L_S is computed on the all-gathered q and p; L_C and L_D stay local
 means. With DDP's gradient averaging this gives exactly the gradient of the single-process loss on the global
-batch (see `gemma_embed.train.distributed`). Keep this module (it owns the `DistillationProjection`) inside
+batch (see `gemma_embed.distributed`). Keep this module (it owns the `DistillationProjection`) inside
 the DDP-wrapped module so that the projection's gradients are averaged too.
 """
 
@@ -21,13 +21,13 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
 
+from gemma_embed.distributed import all_gather_with_grad, rank, world_size
 from gemma_embed.errors import ConfigError, InputError
 from gemma_embed.losses.distillation import DistillationProjection, embedding_distillation_loss
 from gemma_embed.losses.matryoshka import Matryoshka
 from gemma_embed.losses.nce import nce_loss
 from gemma_embed.losses.similarity_distillation import RelationalKind
 from gemma_embed.losses.spread_out import spread_out_loss
-from gemma_embed.train.distributed import all_gather_with_grad, rank, world_size
 
 
 class EmbeddingGemmaLoss(nn.Module):

@@ -3,7 +3,7 @@
 This is the starting point of EmbeddingGemma's initialization (Vera et al. 2025, "EmbeddingGemma"): a
 decoder-only Gemma 3 is adapted into an encoder-decoder (T5Gemma; Zhang et al. 2025, "Encoder-Decoder
 Gemma"), whose encoder then initializes the embedding model (see `gemma_embed.model.encdec` and
-`gemma_embed.train.adapt`).
+`gemma_embed.train.init.adapt`).
 
 Files are the Hugging Face `Gemma3ForCausalLM` layout: `config.json` with model_type `gemma3_text`, and
 `model.safetensors` with every trunk key prefixed `model.`; `lm_head.weight` is tied to

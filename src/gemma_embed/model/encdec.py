@@ -8,7 +8,7 @@
 
 Both stacks are initialized from the decoder-only weights; as in T5Gemma's balanced adaptation, each
 cross-attention starts as a copy of its layer's self-attention (and its norms as the self-attention norms).
-The encoder is what `gemma_embed.train.adapt` exports as the embedding model's initialization.
+The encoder is what `gemma_embed.train.init.adapt` exports as the embedding model's initialization.
 """
 
 from __future__ import annotations

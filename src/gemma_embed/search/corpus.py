@@ -1,6 +1,6 @@
 """Reading a document corpus and embedding it into Parquet shards, locally or on Ray Data.
 
-Input: a table file (`.jsonl`, `.json`, `.csv`, `.tsv`, `.parquet`, read by `gemma_embed.train.data`) with
+Input: a table file (`.jsonl`, `.json`, `.csv`, `.tsv`, `.parquet`, read by `gemma_embed.train.data.pairs`) with
 an id, a text and an optional title column, or a folder of `.txt` / `.md` files (id: the relative path).
 A document is embedded with the model's retrieval "document" prompt as MTEB embeds it: "title text" when
 it has a title (`gemma_embed.eval.tasks.retrieval.document_text`).
@@ -27,7 +27,7 @@ from gemma_embed.eval.encoders import Encoder, load_encoder, resolve_prompt_name
 from gemma_embed.eval.tasks.retrieval import document_text
 from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.search.vectors import check_precision, dequantize, quantize
-from gemma_embed.train.data import location, read_json, read_records, read_text
+from gemma_embed.train.data.pairs import location, read_json, read_records, read_text
 
 MANIFEST = "manifest.json"
 CORPUS_FORMAT = "gemma-embed-corpus/1"

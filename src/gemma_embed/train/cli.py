@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gemma_embed import distributed
 from gemma_embed.paths import runs_dir
 from gemma_embed.quant.qat import QAT_TRANSFORMS
-from gemma_embed.train import distributed
 from gemma_embed.train.recipe import Recipe
 from gemma_embed.train.trainer import Trainer
 

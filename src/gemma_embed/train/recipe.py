@@ -10,8 +10,8 @@ values stop with the section and key too. Relative paths are relative to the wor
     [model]            preset = "tiny" | init = "CHECKPOINT_DIR"; config = {...} overrides; transform;
                        static = "FIT_DIR" (warm start), gate
     [tokenizer]        path = "tokenizer.json" | vocab_size = N (trained on the training texts); max_texts
-    [[data.sets]]      name (a converter of gemma_embed.train.sources) | name + file (+ task); max_rows
-    [[stages]]         name (a preset of gemma_embed.train.data.STAGES), steps, batch_size, num_negatives,
+    [[data.sets]]      name (a converter of gemma_embed.train.data.sources) | name + file (+ task); max_rows
+    [[stages]]         name (a preset of `STAGES` below), steps, batch_size, num_negatives,
                        size_exponent, mixture = {set = weight}, lr
     [loss]             dims, tau, alpha, contrastive/spread_out/distillation weights, mse_weight, relational
     [teacher]          path | package; cache_dir, batch_size, prompts
@@ -37,7 +37,7 @@ from typing import Any
 
 from gemma_embed.errors import ConfigError
 from gemma_embed.model import GemmaEmbedConfig
-from gemma_embed.train.data import STAGES, TASK_PROMPTS, StageConfig, stage_config
+from gemma_embed.train.data.pairs import TASK_PROMPTS
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -48,13 +48,55 @@ RESUMABLE_SECTIONS = ("checkpoint", "eval", "log")
 
 
 @dataclass(frozen=True)
+class StageConfig:
+    """Data settings of one training stage, read by the trainer (plain values; `to_dict` for configs)."""
+
+    name: str
+    batch_size: int
+    num_negatives: int
+    size_exponent: float
+    notes: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# EmbeddingGemma's recipe: pre-finetuning on a broad mixture with large batches and in-batch negatives only;
+# fine-tuning on a smaller mixture with mined hard negatives. Batch sizes are CPU-scale defaults.
+STAGES: dict[str, StageConfig] = {
+    "pre-finetuning": StageConfig(
+        name="pre-finetuning",
+        batch_size=512,
+        num_negatives=0,
+        size_exponent=0.5,
+        notes="all default training sets; in-batch negatives only; large batches",
+    ),
+    "finetuning": StageConfig(
+        name="finetuning",
+        batch_size=128,
+        num_negatives=1,
+        size_exponent=0.5,
+        notes="sets with hard negatives (given or mined with gemma_embed.train.data.mining)",
+    ),
+}
+
+
+def stage_config(name: str) -> StageConfig:
+    """The preset of a stage name of `STAGES`."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise ConfigError(f"unknown training stage {name!r}; known stages: {', '.join(STAGES)}") from None
+
+
+@dataclass(frozen=True)
 class ModelSection:
     """The network: a preset (with `config` overrides of `GemmaEmbedConfig` fields) or an init checkpoint.
 
     `transform` is "module:function", a callable `f(model) -> model` applied before training (the hook for
     quantization-aware training; it must keep the parameter names of `EmbeddingModel`).
     `static` is a `gemma-embed fit-static` folder: the model is warm-started to compute that static fit, with
-    its residual branches gated to `gate` (`gemma_embed.train.static_init.warm_start`).
+    its residual branches gated to `gate` (`gemma_embed.train.init.static.warm_start`).
     """
 
     preset: str = ""
@@ -68,7 +110,7 @@ class ModelSection:
 @dataclass(frozen=True)
 class TokenizerSection:
     """For a preset model: an existing tokenizer.json (`path`) or one trained with `vocab_size` entries on the
-    first `max_texts` training texts (`gemma_embed.train.tokenizer`). The model's vocab_size follows it."""
+    first `max_texts` training texts (`gemma_embed.train.data.tokenizer`). The model's vocab_size follows it."""
 
     path: str = ""
     vocab_size: int = 0
@@ -77,7 +119,7 @@ class TokenizerSection:
 
 @dataclass(frozen=True)
 class SetSection:
-    """A training set: the converter `name` of `gemma_embed.train.sources`, or a pair file (`file`, read by
+    """A training set: the converter `name` of `gemma_embed.train.data.sources`, or a pair file (`file`, read by
     `PairDataset.from_file`, prompts of `task`). `max_rows` > 0 keeps a seeded random subset of that size."""
 
     name: str

@@ -19,7 +19,7 @@ The loss module (it owns the `DistillationProjection`) gets the same wrapper, so
 too. Gradients are synchronised only on the last backward of a step (DDP `require_backward_grad_sync`, FSDP
 `set_requires_gradient_sync`), so accumulation and gradient caching communicate once per step. With the local
 mean loss and the averaging of DDP/FSDP, the gradient is the one of the global batch in one process (see
-`gemma_embed.train.distributed`). Global batches must split evenly over the ranks; a remainder is dropped.
+`gemma_embed.distributed`). Global batches must split evenly over the ranks; a remainder is dropped.
 
 Checkpoints (`<output>/checkpoints/step-NNNNNNNN/`, written atomically by rank 0, the last `keep_last` kept):
 
@@ -43,14 +43,12 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch import Tensor, nn
@@ -61,12 +59,21 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
+from gemma_embed.distributed import (
+    all_ranks,
+    barrier,
+    is_main,
+    main_process_first,
+    mean_over_ranks,
+    rank,
+    setup,
+    world_size,
+)
 from gemma_embed.encode import Embedder
 from gemma_embed.errors import CheckpointError, ConfigError
 from gemma_embed.eval.embedding import EmbeddingSource
@@ -89,13 +96,15 @@ from gemma_embed.losses import DistillationProjection, EmbeddingGemmaLoss
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig, preset
 from gemma_embed.model.gemma3 import skeleton
 from gemma_embed.prompts import DEFAULT_PROMPTS, apply_prompt
-from gemma_embed.train import sources
-from gemma_embed.train.data import Batch, Mixture, MixtureBatchSampler, PairDataset
-from gemma_embed.train.distributed import is_initialized, is_main, rank, setup, world_size
+from gemma_embed.train.data import sources
+from gemma_embed.train.data.mixture import Batch, Mixture, MixtureBatchSampler
+from gemma_embed.train.data.pairs import PairDataset
+from gemma_embed.train.data.teacher import TeacherCache, TeacherTable, load_teacher, package_model_path
+from gemma_embed.train.data.tokenizer import save_tokenizer, train_tokenizer
+from gemma_embed.train.init.static import load_static, warm_start
+from gemma_embed.train.parallel import parallelize, set_gradient_sync
 from gemma_embed.train.recipe import Recipe, StageSection
-from gemma_embed.train.static_init import load_static, warm_start
-from gemma_embed.train.teacher import TeacherCache, TeacherTable, load_teacher, package_model_path
-from gemma_embed.train.tokenizer import save_tokenizer, train_tokenizer
+from gemma_embed.train.state import flat_items, flatten_state, rng_state, set_rng_state, unflatten_state
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -105,133 +114,6 @@ STATE_TENSORS = "trainer.safetensors"
 STATE_FORMAT = 1
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 ModelTransform = Callable[[EmbeddingModel], EmbeddingModel]
-
-
-# ---- distributed helpers -----------------------------------------------------------------------------------
-
-
-def barrier() -> None:
-    if is_initialized():
-        dist.barrier()
-
-
-@contextmanager
-def main_process_first() -> Iterator[None]:
-    """Rank 0 runs the block first (e.g. writes a file), then the other ranks (which read it)."""
-    if not is_main():
-        barrier()
-    yield
-    if is_main():
-        barrier()
-
-
-def all_ranks(obj: Any) -> list[Any]:
-    """`obj` of every rank, in rank order."""
-    if not is_initialized():
-        return [obj]
-    out: list[Any] = [None] * world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """The mean of each value over ranks (the values themselves in one process)."""
-    if not is_initialized():
-        return values
-    keys = sorted(values)
-    total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return {k: float(v) / world_size() for k, v in zip(keys, total.tolist(), strict=True)}
-
-
-def parallelize(module: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """The module wrapped for data parallelism (`ddp` or `fsdp`); unchanged in one process or without
-    trainable parameters."""
-    if world_size() == 1 or not any(p.requires_grad for p in module.parameters()):
-        return module
-    if mode == "fsdp":
-        if isinstance(module, EmbeddingModel):
-            for layer in module.encoder.layers:
-                fully_shard(layer)
-        fully_shard(module)
-        return module
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
-    """Whether the next backward through `module` averages gradients over ranks (off: accumulate locally)."""
-    if isinstance(module, DistributedDataParallel):
-        module.require_backward_grad_sync = enabled
-    elif isinstance(module, FSDPModule):
-        module.set_requires_gradient_sync(enabled)
-
-
-# ---- JSON + safetensors state ------------------------------------------------------------------------------
-
-_TENSOR, _TUPLE, _ARRAY = "__tensor__", "__tuple__", "__ndarray__"
-
-
-def flatten_state(obj: Any, name: str, tensors: dict[str, Tensor]) -> Any:
-    """A JSON-serializable copy of a nested state (optimizer, RNG): tensors move to `tensors` under their path
-    and are referenced by name; tuples and numpy arrays are tagged so that `unflatten_state` restores them."""
-    if isinstance(obj, Tensor):
-        tensors[name] = obj
-        return {_TENSOR: name}
-    if isinstance(obj, np.ndarray):
-        return {_ARRAY: obj.tolist(), "dtype": str(obj.dtype)}
-    if isinstance(obj, tuple):
-        return {_TUPLE: [flatten_state(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [flatten_state(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
-        return {k: flatten_state(v, f"{name}.{k}", tensors) for k, v in obj.items()}
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} at {name} in a checkpoint")
-
-
-def unflatten_state(obj: Any, tensors: dict[str, Tensor]) -> Any:
-    """The inverse of `flatten_state`."""
-    if isinstance(obj, list):
-        return [unflatten_state(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if _TENSOR in obj:
-        return tensors[obj[_TENSOR]]
-    if _TUPLE in obj:
-        return tuple(unflatten_state(v, tensors) for v in obj[_TUPLE])
-    if _ARRAY in obj:
-        return np.array(obj[_ARRAY], dtype=obj["dtype"])
-    return {k: unflatten_state(v, tensors) for k, v in obj.items()}
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global random generator of this process."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def flat_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a.b": leaf} for a nested dict."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flat_items(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # ---- building blocks ---------------------------------------------------------------------------------------
@@ -246,7 +128,7 @@ def load_sets(recipe: Recipe) -> dict[str, PairDataset]:
         else:
             if spec.name not in sources.SOURCES:
                 raise ConfigError(
-                    f"data.sets[{index}]: {spec.name!r} is not a converter of gemma_embed.train.sources "
+                    f"data.sets[{index}]: {spec.name!r} is not a converter of gemma_embed.train.data.sources "
                     f"(known: {', '.join(sources.SOURCES)}); give a file = ... for your own pairs"
                 )
             examples, _ = sources.convert(spec.name)

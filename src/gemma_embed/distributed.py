@@ -26,7 +26,10 @@ is then followed by DDP *summing* would be W times too large.) Ranks must hold e
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -121,3 +124,40 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
             "use DataLoader(drop_last=True) so every rank has a full batch"
         )
     return _AllGatherWithGrad.apply(x)
+
+
+# ---- collectives over ranks (identity in one process) --------------------------------------------------
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. writes a file), then the other ranks (which read it)."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+def all_ranks(obj: Any) -> list[Any]:
+    """`obj` of every rank, in rank order."""
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """The mean of each value over ranks (the values themselves in one process)."""
+    if not is_initialized():
+        return values
+    keys = sorted(values)
+    total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return {k: float(v) / world_size() for k, v in zip(keys, total.tolist(), strict=True)}

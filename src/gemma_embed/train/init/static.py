@@ -47,8 +47,8 @@ from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model.head import EmbeddingModel
 from gemma_embed.paths import runs_dir
 from gemma_embed.prompts import apply_prompt
-from gemma_embed.train.corpus import TRAIN_FILE, read_corpus, sample_texts
-from gemma_embed.train.data import TASK_PROMPTS
+from gemma_embed.train.data.corpus import TRAIN_FILE, read_corpus, sample_texts
+from gemma_embed.train.data.pairs import TASK_PROMPTS
 
 STATIC_FILE = "static.safetensors"
 # Every prompt the model is trained or evaluated with, so the fit sees the prompt tokens in use.
@@ -191,7 +191,7 @@ def warm_start(model: EmbeddingModel, fit: dict[str, Tensor], gate: float = 0.0)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gemma_embed.train.teacher import TeacherCache, load_teacher
+    from gemma_embed.train.data.teacher import TeacherCache, load_teacher
 
     start = time.perf_counter()
     texts = sample_texts([row.text for row in read_corpus(args.corpus / TRAIN_FILE)], args.sample, args.seed)

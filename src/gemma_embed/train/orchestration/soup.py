@@ -216,8 +216,8 @@ def soup_checkpoints(
 
 def searched_checkpoints(search_dir: Path) -> list[Path]:
     """The final checkpoints of the mixtures a `mixture-search` kept (best first)."""
-    from gemma_embed.train.mixture_cli import MIXTURES_FILE, trial_dir
-    from gemma_embed.train.mixture_search import read_mixtures
+    from gemma_embed.train.orchestration.mixture_cli import MIXTURES_FILE, trial_dir
+    from gemma_embed.train.orchestration.mixture_search import read_mixtures
 
     return [trial_dir(search_dir, r.trial) / "final" for r in read_mixtures(search_dir / MIXTURES_FILE)]
 

@@ -2,7 +2,7 @@
 
 For each query the candidate documents of a pool (default: the dataset's own positives) are ranked by
 cosine similarity under the dataset's prompts, using any model with the `Embedder.encode` signature
-(`gemma_embed.train.teacher.TextEncoder`). The query's positives are never candidates: a candidate is
+(`gemma_embed.train.data.teacher.TextEncoder`). The query's positives are never candidates: a candidate is
 excluded when its text equals the query or one of the query's positives, or when its key equals one of the
 positives' keys (`Example.positive_key`, e.g. the intent of same-intent pairs: no negative of the same
 intent). Ranks count the remaining candidates from 0; negatives are drawn (seeded, without replacement)
@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.io.files import write_json
-from gemma_embed.train.data import MANIFEST, Example, PairDataset, load_training_sets, read_json
-from gemma_embed.train.teacher import CachedTeacher, TeacherCache, TextEncoder, load_teacher
+from gemma_embed.train.data.pairs import MANIFEST, Example, PairDataset, load_training_sets, read_json
+from gemma_embed.train.data.teacher import CachedTeacher, TeacherCache, TextEncoder, load_teacher
 
 DEFAULT_WINDOW = (10, 50)
 

@@ -35,8 +35,8 @@ from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model.decoder import GemmaDecoderLM
 from gemma_embed.model.encdec import EncoderDecoder
-from gemma_embed.train.data import read_jsonl
-from gemma_embed.train.trainer import flatten_state, unflatten_state
+from gemma_embed.train.data.pairs import read_jsonl
+from gemma_embed.train.state import flatten_state, unflatten_state
 
 IGNORE = -100
 STATE_DIR = "state"

@@ -31,7 +31,7 @@ from gemma_embed.eval.cache import EmbeddingCache, namespace, text_keys
 from gemma_embed.eval.encoders import detect_backend, model_identity
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.paths import runs_dir
-from gemma_embed.train.corpus import TRAIN_FILE, read_corpus, sample_texts
+from gemma_embed.train.data.corpus import TRAIN_FILE, read_corpus, sample_texts
 
 
 class TextEncoder(Protocol):

@@ -1,7 +1,7 @@
 """The raw-text corpus: every text of the shared data, deduplicated, without evaluation or selection texts.
 
-Used to train the tokenizer (`gemma_embed.train.tokenizer`) and as the input of teacher distillation
-(`gemma_embed.train.teacher`), which only needs text. Texts come from `gemma_embed.train.sources.raw_texts`
+Used to train the tokenizer (`gemma_embed.train.data.tokenizer`) and as the input of teacher distillation
+(`gemma_embed.train.data.teacher`), which only needs text. Texts come from `gemma_embed.train.data.sources.raw_texts`
 (all splits of every non-evaluation file, plus SciFact / mini-BEIR / CoSQA corpus documents: documents are
 fine, queries are not), are stripped, dropped when held out (`sources.held_out`: STS-B dev/test in every
 language, SciFact queries, TwitterURLCorpus, Tatoeba, ...), and deduplicated exactly (first occurrence
@@ -28,12 +28,8 @@ from gemma_embed.errors import DataError
 from gemma_embed.io.files import write_json
 from gemma_embed.paths import DATA_ENV, runs_dir
 from gemma_embed.paths import data_root as default_data_root
-from gemma_embed.train.data import location, read_jsonl, stable_id, write_jsonl
-from gemma_embed.train.sources import (
-    held_out,
-    raw_texts,
-    text_key,
-)
+from gemma_embed.train.data.pairs import location, read_jsonl, stable_id, write_jsonl
+from gemma_embed.train.data.sources import held_out, raw_texts, text_key
 
 TRAIN_FILE = "train.jsonl"
 HELDOUT_FILE = "heldout.jsonl"

@@ -50,7 +50,7 @@ from tokenizers import (
 from gemma_embed.errors import ConfigError
 from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.paths import DATA_ENV, runs_dir
-from gemma_embed.train.corpus import HELDOUT_FILE, TRAIN_FILE, CorpusText, build_corpus, read_corpus
+from gemma_embed.train.data.corpus import HELDOUT_FILE, TRAIN_FILE, CorpusText, build_corpus, read_corpus
 
 PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
 SPECIAL_TOKENS = (PAD, EOS, BOS, UNK, MASK)

@@ -30,8 +30,8 @@ from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig, preset
 from gemma_embed.model.decoder import GemmaDecoderLM, load_decoder, save_decoder
 from gemma_embed.model.encdec import EncoderDecoder
 from gemma_embed.paths import runs_dir
-from gemma_embed.train.pretrain import LoopConfig, loop_summary, pretrain_lm, train_ul2
-from gemma_embed.train.static_init import load_static, token_table
+from gemma_embed.train.init.pretrain import LoopConfig, loop_summary, pretrain_lm, train_ul2
+from gemma_embed.train.init.static import load_static, token_table
 
 
 def decoder_tokenizer(root: Path, config: GemmaEmbedConfig) -> TextTokenizer:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_embed.errors import ConfigError
-from gemma_embed.train.mixture_search import search_mixtures, write_mixtures
+from gemma_embed.train.orchestration.mixture_search import search_mixtures, write_mixtures
 from gemma_embed.train.recipe import Recipe
 
 MIXTURES_FILE = "mixtures.json"

@@ -40,7 +40,7 @@ class Stage:
 
 def resolve_var(value: str) -> str:
     """A var's value; "package:NAME" is the folder NAME.get_model_path() returns (a pip-installed model)."""
-    from gemma_embed.train.teacher import package_model_path
+    from gemma_embed.train.data.teacher import package_model_path
 
     return package_model_path(value.removeprefix("package:")) if value.startswith("package:") else value
 
