@@ -6,7 +6,7 @@ PIP     := $(BIN)/python -m pip
 STAMP   := $(VENV)/.installed
 MODEL   ?=
 
-.PHONY: install test test-slow lint demo bench model ablations clean
+.PHONY: install test test-slow lint demo bench bench-peer model ablations clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,13 @@ demo: $(STAMP)
 # rewrites its section of docs/benchmarks.md. Extra options: make bench BENCH_ARGS="--texts 512 --threads 8".
 bench: $(STAMP)
 	$(BIN)/python bench/speed.py $(BENCH_ARGS)
+
+# gemma-embed against llama.cpp (f32 / q8_0 / q4_0 GGUF) on the same random-weight 300m checkpoint, 2 threads
+# per engine; rewrites its section of docs/benchmarks.md and docs/results/peer-<machine>.json (options:
+# PEER_ARGS="--texts 32 --latency-runs 50"). llama.cpp comes
+# from the `llama` extra (compiles from source, about 11 CPU-minutes); without it only gemma-embed runs.
+bench-peer: $(STAMP)
+	$(BIN)/python bench/peer.py $(PEER_ARGS)
 
 # The default model from scratch (resumable; see docs/default-model.md), then its ablations.
 model: $(STAMP)

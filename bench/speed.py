@@ -365,16 +365,17 @@ def render_targets(results: dict[str, dict[str, float]], disk: dict[str, float])
     return "\n".join([title, "", *lines, "", f"Checkpoints on disk: {sizes}."])
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's marked section of `path` (keeping the rest), append it, or create the file."""
+def write_section(path: Path, section: str, *, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Replace a benchmark's marked section of `path` (keeping the rest), append it, or create the file;
+    the markers default to this benchmark's (bench/peer.py passes its own)."""
     from gemma_embed.io.files import atomic_write
 
-    block = f"{MARK_START}\n{section}\n{MARK_END}"
+    block = f"{start}\n{section}\n{end}"
     if path.is_file():
         text = path.read_text(encoding="utf-8")
-        start, end = text.find(MARK_START), text.find(MARK_END)
-        if 0 <= start < end:
-            text = text[:start] + block + text[end + len(MARK_END) :]
+        first, last = text.find(start), text.find(end)
+        if 0 <= first < last:
+            text = text[:first] + block + text[last + len(end) :]
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
     else:

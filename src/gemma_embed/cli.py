@@ -41,7 +41,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.train.orchestration.mixture_cli",
     "gemma_embed.train.init.adapt",
     "gemma_embed.quant.cli",
-    "gemma_embed.export.onnx",
+    "gemma_embed.export.cli",
     "gemma_embed.search.cli",
     "gemma_embed.serve.cli",
 )

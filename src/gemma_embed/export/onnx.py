@@ -251,10 +251,8 @@ def export_onnx(
     return diff
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `export onnx`."""
-    export = subparsers.add_parser("export", help="export the embedding pipeline to another runtime (ONNX)")
-    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+def add_format(formats: argparse._SubParsersAction) -> None:
+    """Add `export onnx` to the `export` command's formats (`gemma_embed.export.cli`)."""
     p = formats.add_parser(
         "onnx",
         help="ids + mask -> normalized embeddings as one ONNX graph, verified against PyTorch",
