@@ -30,8 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 
+# Ranks a few documents, then searches 1,000 SciFact abstracts (index cached under runs/search/);
+# make demo DEMO_ARGS=--full-scifact indexes all 5,183 (see python -m gemma_embed.demo --help).
 demo: $(STAMP)
-	$(BIN)/python -m gemma_embed.demo $(if $(MODEL),--model $(MODEL),)
+	$(BIN)/python -m gemma_embed.demo $(if $(MODEL),--model $(MODEL),) $(DEMO_ARGS)
 
 # Speed, memory and fidelity of every inference path on a random-weight embeddinggemma-300m checkpoint;
 # rewrites its section of docs/benchmarks.md. Extra options: make bench BENCH_ARGS="--texts 512 --threads 8".
