@@ -57,13 +57,19 @@ def scifact_demo(
     index = open_index(folder) if (folder / "index.json").is_file() else None
     if index is None or index.meta["model_identity"] != encoder.identity:
         docs = demo_documents(corpus, subset)
+        # Steps of similar lengths (as one `encode` call would batch them), so that little is padding.
+        order = np.argsort([len(doc.embedded_text) for doc in docs], kind="stable")
+        vectors: np.ndarray | None = None
         bar = tqdm(total=len(docs), desc="embedding SciFact", unit="doc", disable=not progress)
-        parts = []
         for start in range(0, len(docs), EMBED_CHUNK):
-            parts.append(embed_documents(encoder, docs[start : start + EMBED_CHUNK], dim))
-            bar.update(len(parts[-1]))
+            rows = order[start : start + EMBED_CHUNK]
+            part = embed_documents(encoder, [docs[i] for i in rows], dim)
+            if vectors is None:
+                vectors = np.empty((len(docs), part.shape[1]), dtype=np.float32)
+            vectors[rows] = part
+            bar.update(len(rows))
         bar.close()
-        index = build_index(docs, np.concatenate(parts), model=model, model_identity=encoder.identity)
+        index = build_index(docs, vectors, model=model, model_identity=encoder.identity)
         index.save(folder)
         out(f"built index of {len(index)} SciFact documents -> {folder}")
     else:
