@@ -215,6 +215,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = {
         "model": model.name_or_path,
         "dtype": str(model.dtype).removeprefix("torch."),
+        "dtype_reason": model.dtype_reason,
         "parameters": parameter_counts(model.model),
         "config": {
             "layers": cfg.num_hidden_layers,
@@ -237,7 +238,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"model     {info['model']}  ({info['dtype']})")
+    print(f"model     {info['model']}  ({info['dtype']}: {info['dtype_reason']})")
     for key, value in info["config"].items():
         print(f"  {key:<18} {value}")
     print("parameters")

@@ -116,6 +116,11 @@ class Embedder:
         return next(self.model.parameters()).dtype
 
     @property
+    def dtype_reason(self) -> str:
+        """Why the model computes in `dtype` (e.g. this CPU computes bfloat16 slowly), as `load` chose it."""
+        return self.checkpoint.dtype_reason
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -265,8 +270,9 @@ def load(
 ) -> Embedder:
     """Load an embedder from a checkpoint directory, a built-in name ("default") or a locally cached HF id.
 
-    dtype: None (as stored: bfloat16 weights stay bfloat16, others float32; a quantized checkpoint computes in
-    bfloat16, the dtype of its scales), "float32" or "bfloat16".
+    dtype: None (float32 weights compute in float32; bfloat16 and quantized weights in bfloat16 on CUDA and on
+    CPUs that compute it fast (AMX, or a cached one-off probe), else in float32; see `gemma_embed.dtypes`;
+    `Embedder.dtype_reason` says which applied), "float32" or "bfloat16".
     float16 is refused (EmbeddingGemma's activations overflow it).
     """
     path = resolve_model_path(path_or_name)

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, processors
 
-from gemma_embed.dtypes import resolve_dtype
+from gemma_embed.dtypes import choose_dtype
 from gemma_embed.errors import CheckpointError, ConfigError
 from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
@@ -60,6 +60,7 @@ class Checkpoint:
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     default_prompt_name: str | None = None
     source: Path | None = None
+    dtype_reason: str = ""  # why the compute dtype was chosen (`gemma_embed.dtypes.choose_dtype`)
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -291,7 +292,8 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
     if is_quantized(root):  # a `gemma-embed quantize` checkpoint: "as stored" is its scales' bfloat16
         tensors, quantized, scheme = split_quantized(root, tensors)
         stored = SCALE_DTYPE
-    target = resolve_dtype(dtype, stored=stored)
+    choice = choose_dtype(dtype, stored=stored, device=device)
+    target = choice.dtype
     with skeleton():
         model = EmbeddingModel(config)
     check_state(model.encoder.state_dict(), tensors, root / "model.safetensors")
@@ -320,7 +322,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
     default_prompt = st_config.get("default_prompt_name")
     if default_prompt is not None and default_prompt not in prompts:
         raise CheckpointError(f"{root}: default_prompt_name {default_prompt!r} is not one of its prompts")
-    return Checkpoint(model, tokenizer, prompts, default_prompt, root)
+    return Checkpoint(model, tokenizer, prompts, default_prompt, root, dtype_reason=choice.reason)
 
 
 # ---- writing ---------------------------------------------------------------------------------------
