@@ -14,7 +14,7 @@ What is built (in a temporary directory, nothing is downloaded):
 * llama.cpp files: `gemma-embed export gguf --type f32`, then llama.cpp's own quantizer
   (`llama_model_quantize`, what its `llama-quantize` tool runs) to q8_0 and q4_0 (its q4_0 keeps the token
   table in Q6_K);
-* gemma-embed `quantize` checkpoints int8 and int4 (`gemma_embed.quant.weights.save_quantized`).
+* gemma-embed `quantize` checkpoints int8 and int4 (`gemma_embed.io.checkpoint.save_quantized`).
 
 Engines, each in its own subprocess with --threads threads (peak RSS, VmHWM, is the engine's own): llama.cpp
 f32 / q8_0 / q4_0 through llama-cpp-python (`Llama(embedding=True, pooling mean, n_batch = n_ubatch = 2048,
@@ -157,15 +157,20 @@ def write_sentencepiece_checkpoint(out: Path, model: Any, texts: Sequence[str], 
     return path
 
 
+def model_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of `text` as the model input, <bos> and <eos> included, before any truncation."""
+    return len(tokenizer.text_ids([text])[0]) + 2
+
+
 def longest_prefix(text: str, tokenizer: Any, tokens: int) -> str:
-    """The longest word prefix of `text` with at most `tokens` model tokens (<bos> and <eos> included)."""
-    if len(tokenizer.encode([text])[0][0]) <= tokens:
+    """The longest word prefix of `text` with at most `tokens` model tokens."""
+    if model_tokens(tokenizer, text) <= tokens:
         return text
     words = text.split(" ")
     lo, hi = 1, len(words)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(tokenizer.encode([" ".join(words[:mid])])[0][0]) <= tokens:
+        if model_tokens(tokenizer, " ".join(words[:mid])) <= tokens:
             lo = mid
         else:
             hi = mid - 1
@@ -178,7 +183,7 @@ def uniform_texts(texts: Sequence[str], tokenizer: Any, n: int, tokens: int) -> 
     out: list[str] = []
     for text in sorted(texts, key=len, reverse=True) * n:
         prefix = longest_prefix(text, tokenizer, tokens)
-        if len(tokenizer.encode([prefix])[0][0]) == tokens:
+        if model_tokens(tokenizer, prefix) == tokens:
             out.append(prefix)
             if len(out) == n:
                 return out
@@ -372,7 +377,7 @@ def ids_line(settings: dict[str, Any]) -> str:
 
 def render(settings: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"## gemma-embed against llama.cpp (`bench/peer.py`), {settings['machine_name']}",
+        f"### Measured: {settings['machine_name']} (`bench/peer.py`)",
         "",
         f"Command: `{settings['command']}`",
         "",
@@ -418,7 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="embeddinggemma-300m", help="model config (default: %(default)s)")
     parser.add_argument("--texts", type=int, help="texts in the mix (default 64; --smoke 12)")
     parser.add_argument("--uniform", type=int, help=f"{UNIFORM_TOKENS}-token texts (default 32; --smoke 4)")
-    parser.add_argument("--repeats", type=int, help="timed passes, median reported (default 3; --smoke 1)")
+    parser.add_argument("--repeats", type=int, help="timed passes, median reported (default 1)")
     parser.add_argument("--latency-runs", type=int, help="one-query calls timed (default 100; --smoke 5)")
     parser.add_argument("--threads", type=int, help="threads per engine (default 2; --smoke 1)")
     parser.add_argument("--engines", help="comma-separated subset of: " + ", ".join(ENGINES))
@@ -435,7 +440,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = {
         "texts": 12 if args.smoke else 64,
         "uniform": 4 if args.smoke else 32,
-        "repeats": 1 if args.smoke else 3,
+        "repeats": 1,
         "latency_runs": 5 if args.smoke else 100,
         "threads": 1 if args.smoke else 2,
     }
@@ -465,8 +470,8 @@ def build(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Checkpoint, GGUF files and quantized checkpoints; the job every worker reads."""
     import gemma_embed
     from gemma_embed.export.gguf import export_gguf
+    from gemma_embed.io.checkpoint import save_quantized
     from gemma_embed.model import EmbeddingModel, preset
-    from gemma_embed.quant.weights import save_quantized
 
     config = (
         preset("tiny").replace(num_hidden_layers=2, sliding_window_pattern=2, vocab_size=SMOKE_VOCAB)
