@@ -2,7 +2,8 @@
 
 Layout: `<root>/<ns[:2]>/<ns>/<shard>.keys.npy` + `<shard>.emb.npy`, where the namespace `ns` is a digest of
 the model identity and the prompt string, a shard's keys are the sha256 digests of its texts (uint8 [n, 32])
-and its embeddings the full-dimension float32 vectors [n, dim] (any Matryoshka dim is derived from them).
+and its embeddings the full-dimension vectors [n, dim], float32 or float16 (a store's choice: float16 halves
+a large teacher cache), always read back as float32 (any Matryoshka dim is derived from them).
 Files are plain `.npy` read with `allow_pickle=False` and written atomically (temporary file + rename);
 the keys file is written last, so a shard is visible only once complete. Unreadable shards are skipped
 with a warning, never trusted. Several processes may share a cache: each writes its own shards.
@@ -96,7 +97,7 @@ class EmbeddingCache:
             keys.dtype != np.uint8
             or keys.ndim != 2
             or keys.shape[1] != KEY_BYTES
-            or vectors.dtype != np.float32
+            or vectors.dtype not in (np.float32, np.float16)
             or vectors.ndim != 2
             or vectors.shape[0] != keys.shape[0]
         ):
@@ -104,13 +105,15 @@ class EmbeddingCache:
             return None
         return keys, vectors
 
-    def store(self, ns: str, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Write one shard (vectors first, keys last)."""
+    def store(self, ns: str, keys: np.ndarray, vectors: np.ndarray, dtype: type = np.float32) -> None:
+        """Write one shard (vectors first, keys last), vectors stored as `dtype` (float32 or float16)."""
         if len(keys) == 0:
             return
+        if dtype not in (np.float32, np.float16):
+            raise ValueError(f"cache vectors are float32 or float16, not {dtype}")
         directory = self._dir(ns)
         shard = uuid.uuid4().hex
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors, dtype=dtype)
         keys = np.ascontiguousarray(keys, dtype=np.uint8)
         write_atomic(directory / f"{shard}.emb.npy", lambda f: np.save(f, vectors, allow_pickle=False))
         write_atomic(directory / f"{shard}.keys.npy", lambda f: np.save(f, keys, allow_pickle=False))

@@ -42,8 +42,10 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from gemma_embed.errors import CheckpointError, ConfigError, InputError
+from gemma_embed.io.checkpoint import Checkpoint, save_checkpoint
 from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
+from gemma_embed.model import preset
 from gemma_embed.model.head import EmbeddingModel
 from gemma_embed.paths import runs_dir
 from gemma_embed.prompts import apply_prompt
@@ -80,12 +82,19 @@ def token_bags(
 
 def ridge_fit(bags: Tensor, targets: Tensor, l2: float = 1e-3, iters: int = 300, tol: float = 1e-4) -> Tensor:
     """W [vocab, dim] minimizing ||bags W - targets||^2 + l2 ||W||^2, by conjugate gradients (one independent
-    CG per target column, run together). `l2` is relative to the mean squared row weight of `bags`."""
+    CG per target column, run together) preconditioned by the diagonal of the normal matrix (token weights
+    span orders of magnitude between frequent and rare tokens; Jacobi scaling evens them out, so a corpus
+    of 650k texts converges in tens of iterations, not hundreds). `l2` is relative to the mean squared row
+    weight of `bags`."""
     if bags.shape[0] != targets.shape[0]:
         raise InputError(f"{bags.shape[0]} token bags for {targets.shape[0]} targets")
     transposed = bags.to_sparse_coo().t().coalesce().to_sparse_csr()
     values = bags.values()
     lam = l2 * float((values**2).sum()) / bags.shape[1]
+    diagonal = (
+        torch.zeros(bags.shape[1], dtype=values.dtype).index_add_(0, bags.col_indices(), values**2) + lam
+    )
+    inverse_diagonal = (1.0 / diagonal).unsqueeze(1)
 
     def normal(v: Tensor) -> Tensor:
         return transposed @ (bags @ v) + lam * v
@@ -93,19 +102,21 @@ def ridge_fit(bags: Tensor, targets: Tensor, l2: float = 1e-3, iters: int = 300,
     rhs = transposed @ targets
     w = torch.zeros_like(rhs)
     residual = rhs.clone()
-    direction = residual.clone()
-    rr = (residual**2).sum(0)
-    stop = tol**2 * rr
+    preconditioned = inverse_diagonal * residual
+    direction = preconditioned.clone()
+    rz = (residual * preconditioned).sum(0)
+    stop = tol**2 * (rhs**2).sum(0)
     for _ in range(iters):
         product = normal(direction)
-        step = rr / (direction * product).sum(0).clamp_min(1e-30)
+        step = rz / (direction * product).sum(0).clamp_min(1e-30)
         w += step * direction
         residual -= step * product
-        new_rr = (residual**2).sum(0)
-        if bool((new_rr <= stop).all()):
+        if bool(((residual**2).sum(0) <= stop).all()):
             break
-        direction = residual + (new_rr / rr.clamp_min(1e-30)) * direction
-        rr = new_rr
+        preconditioned = inverse_diagonal * residual
+        new_rz = (residual * preconditioned).sum(0)
+        direction = preconditioned + (new_rz / rz.clamp_min(1e-30)) * direction
+        rz = new_rz
     return w
 
 
@@ -190,19 +201,43 @@ def warm_start(model: EmbeddingModel, fit: dict[str, Tensor], gate: float = 0.0)
 # ---- CLI -----------------------------------------------------------------------------------------------
 
 
+def static_model(fit: dict[str, Tensor], tokenizer: TextTokenizer, preset_name: str = "mini") -> Checkpoint:
+    """A checkpoint of the `preset_name` model warm-started from the fit (computing exactly the static model),
+    so that `gemma-embed eval` scores the static fit as a model."""
+    config = preset(preset_name).replace(vocab_size=tokenizer.vocab_size)
+    model = warm_start(EmbeddingModel(config).initialize(0), fit).eval()
+    contract = TextTokenizer(
+        tokenizer.tokenizer,
+        bos_id=config.bos_token_id,
+        eos_id=config.eos_token_id,
+        pad_id=config.pad_token_id,
+        max_length=config.max_seq_length,
+    )
+    return Checkpoint(model, contract)
+
+
 def _run(args: argparse.Namespace) -> int:
     from gemma_embed.train.data.teacher import TeacherCache, load_teacher
 
     start = time.perf_counter()
     texts = sample_texts([row.text for row in read_corpus(args.corpus / TRAIN_FILE)], args.sample, args.seed)
     teacher, identity = load_teacher(args.teacher)
-    targets = TeacherCache(teacher, identity, args.teacher_cache, batch_size=128).embed(
-        texts, show_progress=True
-    )
+    cache = TeacherCache(teacher, identity, args.teacher_cache, batch_size=128)
+    if args.cached_only:  # fit on what a (possibly still running) `cache-teacher` pass has stored so far
+        found, cached = cache.cached(texts)
+        if cached is None:
+            raise InputError(f"no text of the sample is in the teacher cache {args.teacher_cache}")
+        texts = [t for t, hit in zip(texts, found, strict=True) if hit]
+        targets = cached
+        print(f"{len(texts)} of the sampled texts are cached; fitting on them")
+    else:
+        targets = cache.embed(texts, show_progress=True)
     tokenizer = TextTokenizer.from_file(
         args.tokenizer / "tokenizer.json", bos_id=2, eos_id=1, pad_id=0, max_length=args.max_length
     )
+    fit_start = time.perf_counter()
     fit = fit_static(tokenizer, texts, targets, l2=args.l2, seed=args.seed)
+    fit_seconds = time.perf_counter() - fit_start
     meta = {
         "teacher": identity,
         "texts": len(texts),
@@ -210,10 +245,16 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "tokenizer": str(args.tokenizer),
         "max_length": args.max_length,
+        "cached_only": args.cached_only,
+        "fit_seconds": round(fit_seconds, 1),
     }
     path = save_static(fit, args.out, meta)
+    if args.model_out:
+        save_checkpoint(static_model(fit, tokenizer, args.preset), args.model_out, overwrite=True)
+        print(f"warm-started {args.preset} model (the static fit as a model): {args.model_out}")
     print(
-        f"static fit of {len(texts)} texts -> {tuple(fit['vectors'].shape)} in {time.perf_counter() - start:.1f} s: {path}"
+        f"static fit of {len(texts)} texts -> {tuple(fit['vectors'].shape)} in {time.perf_counter() - start:.1f} s "
+        f"(ridge fit {fit_seconds:.1f} s): {path}"
     )
     return 0
 
@@ -240,4 +281,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--teacher-cache", type=Path, default=runs_dir() / "teacher_cache", help="teacher cache root"
     )
+    parser.add_argument(
+        "--cached-only", action="store_true", help="fit on the sampled texts already cached (no teacher pass)"
+    )
+    parser.add_argument(
+        "--model-out", type=Path, help="also write the warm-started model (scored by `gemma-embed eval`)"
+    )
+    parser.add_argument("--preset", default="mini", help="model preset of --model-out (default mini)")
     parser.set_defaults(func=_run)
