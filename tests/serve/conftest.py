@@ -27,7 +27,8 @@ SETTINGS = ServeSettings(model_name=MODEL_NAME, max_inputs=16, max_queue=64, max
 class ServerThread:
     """The app under uvicorn (as `gemma-embed serve` runs it) on a background thread and a free loopback port."""
 
-    def __init__(self, embedder: Embedder, settings: ServeSettings) -> None:
+    def __init__(self, embedder: Embedder, settings: ServeSettings, *, wait_warm: bool = True) -> None:
+        self.wait_warm = wait_warm
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind((LOOPBACK, 0))
         self.url = f"http://{LOOPBACK}:{self.sock.getsockname()[1]}"
@@ -42,7 +43,16 @@ class ServerThread:
         while not self.server.started:
             assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.01)
+        if self.wait_warm:
+            self.wait_until_healthy()
         return self
+
+    def wait_until_healthy(self, timeout: float = 120) -> None:
+        """Poll /health until 200: the warm-up is done (as a client or an orchestrator would wait)."""
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{self.url}/health", timeout=10).status_code != 200:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not warm up"
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """What SIGINT/SIGTERM do: stop accepting, finish in-flight requests, run the shutdown."""
@@ -75,9 +85,10 @@ def http(server) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def start_server(embedder) -> Callable[..., ServerThread]:
-    """`start_server(**settings)`: a server of its own with other settings (use it as a context manager)."""
+    """`start_server(**settings)`: a server of its own with other settings (use it as a context manager);
+    `wait_warm=False` returns it as soon as it listens, before its warm-up is done."""
 
-    def start(**settings: Any) -> ServerThread:
-        return ServerThread(embedder, replace(SETTINGS, **settings))
+    def start(wait_warm: bool = True, **settings: Any) -> ServerThread:
+        return ServerThread(embedder, replace(SETTINGS, **settings), wait_warm=wait_warm)
 
     return start

@@ -1,6 +1,7 @@
 """Through HTTP: concurrent requests share batches, a full queue answers 503, shutdown finishes requests.
 
-A gate holds the worker inside the model call, so the queue fills deterministically, without timing.
+A gate holds the worker inside the model call, so the queue fills deterministically, without timing. The
+servers skip the warm-up (it would call the gated model; tests/serve/test_serve_warm_up.py covers it).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def batch_sizes(url: str) -> dict[float, float]:
 
 
 def test_concurrent_requests_share_a_batch(start_server, embedder, gate):
-    with start_server() as server, ThreadPoolExecutor(len(TEXTS) + 1) as pool:
+    with start_server(warm_up=False) as server, ThreadPoolExecutor(len(TEXTS) + 1) as pool:
         first = pool.submit(post, server.url, ["Mars"])
         assert gate.entered.wait(TIMEOUT)  # the worker holds "Mars"; the next requests queue up
         rest = [pool.submit(post, server.url, [text]) for text in TEXTS]
@@ -75,7 +76,7 @@ def test_concurrent_requests_share_a_batch(start_server, embedder, gate):
 
 
 def test_a_full_queue_answers_503_with_retry_after(start_server, gate):
-    with start_server(max_queue=16) as server, ThreadPoolExecutor(2) as pool:
+    with start_server(max_queue=16, warm_up=False) as server, ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, server.url, ["Mars"])
         assert gate.entered.wait(TIMEOUT)
         queued = pool.submit(post, server.url, ["Venus"] * 16)
@@ -89,7 +90,7 @@ def test_a_full_queue_answers_503_with_retry_after(start_server, gate):
 
 
 def test_shutdown_finishes_in_flight_requests(start_server, gate):
-    server = start_server()
+    server = start_server(warm_up=False)
     with server, ThreadPoolExecutor(2) as pool:
         in_flight = pool.submit(post, server.url, ["Mars", "Venus"])
         assert gate.entered.wait(TIMEOUT)

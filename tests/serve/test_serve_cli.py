@@ -66,6 +66,7 @@ def test_serves_on_loopback_and_stops_on_sigterm(tiny_checkpoint):
                 pass
             assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.1)
+        # /health says ok only after the warm-up compiled the kernels, so httpx's default 5 s timeout holds
         response = httpx.post(f"http://{LOOPBACK}:{port}/embed", json={"inputs": ["Mars", "Venus"]})
         assert response.status_code == 200 and len(response.json()) == 2
         process.send_signal(signal.SIGTERM)
@@ -75,3 +76,6 @@ def test_serves_on_loopback_and_stops_on_sigterm(tiny_checkpoint):
     assert process.returncode in (0, -signal.SIGTERM), err
     assert f"Uvicorn running on http://{LOOPBACK}:{port}" in err
     assert "Traceback" not in err and "Finished server process" in err
+    assert (
+        "computes in" in err and "warm-up:" in err
+    )  # the dtype and its reason, then the warm-up, are logged

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -46,6 +47,11 @@ from gemma_embed.serve.settings import ServeSettings
 # Requests opt in to truncation (truncate=true) and are refused otherwise, so encode's advice is noise here.
 warnings.filterwarnings("ignore", message=r".*exceed max_seq_length", category=UserWarning, module=__name__)
 
+logger = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown with its startup lines
+# Warm-up passes, in tokens per text (capped by the model's and the server's limits): each length once alone
+# (the unmasked attention path) and once beside a one-word text (the padded, masked path). Compilation of the
+# fused kernels and oneDNN's per-shape setup happen here, before /health says ok, not in a client's request.
+WARM_UP_TOKENS = (8, 64, 512, 2048)
 OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect")
 RETRY_AFTER_SECONDS = "1"
 
@@ -95,12 +101,43 @@ class EmbeddingService:
         self.embedder = embedder
         self.settings = settings
         self.batcher = Batcher(
-            self._embed, settings.max_batch_tokens, settings.max_queue, metrics.observe_batch
+            self._embed,
+            settings.max_batch_tokens,
+            settings.max_queue,
+            metrics.observe_batch,
+            warm_up=self.warm_up if settings.warm_up else None,
         )
 
     def _embed(self, inputs: list[str]) -> np.ndarray:
         """The worker's call: inputs already carry their prompt, so no second prompt is added."""
         return self.embedder.encode(inputs, prompt="", batch_size=len(inputs))
+
+    def warm_up_batches(self) -> list[list[str]]:
+        """The warm-up's batches (see WARM_UP_TOKENS): texts of about n tokens, alone and padded."""
+        limit = min(self.embedder.tokenizer.max_length, self.settings.max_batch_tokens)
+        batches = []
+        for tokens in sorted({min(n, limit) for n in WARM_UP_TOKENS}):
+            words = max(1, tokens - 2)  # <bos> and <eos> besides; fewer words where a word takes more tokens
+            count = self.embedder.count_tokens([" ".join(["warm"] * words)], prompt="")[0]
+            if count > tokens:
+                words = max(1, words * (tokens - 2) // max(1, count - 2))
+            text = " ".join(["warm"] * words)
+            batches.append([text])
+            if 2 * tokens <= self.settings.max_batch_tokens:
+                batches.append([text, "warm"])
+        return batches
+
+    def warm_up(self) -> None:
+        """One pass per warm-up batch, on the batcher's worker thread, logged with its time."""
+        start = time.perf_counter()
+        batches = self.warm_up_batches()
+        for batch in batches:
+            self.embedder.encode(batch, prompt="", batch_size=len(batch))
+        logger.info(
+            "warm-up: %d passes in %.1f s; /health is ok from now on",
+            len(batches),
+            time.perf_counter() - start,
+        )
 
     def prepare(
         self, texts: Inputs, task: str | None, dim: int | None, truncate: bool, route: Route
@@ -186,6 +223,13 @@ def create_app(embedder: Embedder, settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logger.info(
+            "model %s computes in %s (%s) on %s; warming up",
+            settings.model_name,
+            str(embedder.dtype).removeprefix("torch."),
+            embedder.dtype_reason or "as loaded",
+            embedder.device,
+        )
         service.batcher.start()
         yield
         await asyncio.to_thread(service.batcher.close, settings.shutdown_timeout)
@@ -244,11 +288,17 @@ def create_app(embedder: Embedder, settings: ServeSettings) -> FastAPI:
         )
         return JSONResponse((await service.embed(prepared)).tolist())
 
-    @app.get("/health", response_model=Health, responses={503: {"model": Health}}, summary="liveness")
+    @app.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "warming up, or shutting down"}},
+        summary="readiness: ok once the warm-up is done",
+    )
     async def health() -> Response:
-        up = service.batcher.running
-        body = {"status": "ok" if up else "unavailable", "model": settings.model_name}
-        return JSONResponse({**body, "queued_inputs": service.batcher.queued}, status_code=200 if up else 503)
+        batcher = service.batcher
+        status = ("ok" if batcher.warm else "warming_up") if batcher.running else "unavailable"
+        body = {"status": status, "model": settings.model_name, "queued_inputs": batcher.queued}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/v1/models", response_model=ModelList, summary="the served model (OpenAI shape)")
     async def models() -> dict[str, Any]:

@@ -5,10 +5,14 @@ the model, takes inputs in arrival order until the next one would push the padde
 input, in tokens) over `max_batch_tokens`, embeds them in one call and hands each request its rows when all
 of its inputs are done. Large requests span several batches and small ones share them; while a batch runs,
 new requests accumulate, so the batch size follows the load without any waiting timer.
+
+Before its first batch the worker runs an optional warm-up (the server's: one pass per length bucket, which
+compiles the fused kernels); requests that arrive meanwhile wait in the queue, and `warm` says when it is done.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -16,6 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+
+logger = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown with its startup lines
 
 
 class Overloaded(Exception):
@@ -37,6 +43,8 @@ class Batcher:
 
     embed: texts -> float32 vectors [len(texts), dim], called only from the worker thread.
     on_batch: called after every forward pass with (inputs, padded tokens), e.g. for metrics.
+    warm_up: called once on the worker thread before the first batch (not counted by on_batch); a failure is
+    logged and serving goes on (the requests then meet the same error, with its message).
     """
 
     def __init__(
@@ -45,11 +53,14 @@ class Batcher:
         max_batch_tokens: int,
         max_queue: int,
         on_batch: Callable[[int, int], None] | None = None,
+        warm_up: Callable[[], None] | None = None,
     ) -> None:
         self._embed = embed
         self.max_batch_tokens = max_batch_tokens
         self.max_queue = max_queue
         self._on_batch = on_batch
+        self._warm_up = warm_up
+        self._warm = threading.Event()
         self._jobs: deque[_Job] = deque()
         self._queued = 0
         self._closing = False
@@ -65,6 +76,15 @@ class Batcher:
     def running(self) -> bool:
         """True while the worker accepts requests (started, alive and not shutting down)."""
         return self._thread.is_alive() and not self._closing
+
+    @property
+    def warm(self) -> bool:
+        """True once the warm-up has run (at once without one): the first request then pays no compilation."""
+        return self._warm.is_set()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Block until `warm` (or `timeout` seconds); returns `warm`."""
+        return self._warm.wait(timeout)
 
     def start(self) -> None:
         self._thread.start()
@@ -97,6 +117,12 @@ class Batcher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self._warm_up is not None:
+            try:
+                self._warm_up()
+            except Exception:
+                logger.exception("warm-up failed; serving without it")
+        self._warm.set()
         while (batch := self._next_batch()) is not None:
             if batch:
                 self._process(batch)

@@ -80,6 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         cors_origins=tuple(args.cors_origin),
         shutdown_timeout=args.shutdown_timeout,
         access_log=args.access_log,
+        warm_up=args.warm_up,
     )
 
 
@@ -160,5 +161,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request"
+    )
+    parser.add_argument(
+        "--warm-up",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one pass per length bucket (kernel compilation) before /health says ok (default: on)",
     )
     parser.set_defaults(func=run)

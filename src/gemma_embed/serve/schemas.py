@@ -105,7 +105,7 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "warming_up", "unavailable"]
     model: str
     queued_inputs: int
 

@@ -20,6 +20,7 @@ class ServeSettings:
         none (None: no prompt, as `Embedder.encode` and sentence-transformers do).
     api_key: when set, every route but /health, /openapi.json and /docs needs `Authorization: Bearer KEY`.
     cors_origins: origins allowed by CORS (none: CORS off).
+    warm_up: run one pass per length bucket before /health says ok (see `gemma_embed.serve.app`).
     """
 
     model_name: str
@@ -34,6 +35,7 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     shutdown_timeout: float = 30.0
     access_log: bool = True
+    warm_up: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_inputs", "max_queue", "max_body_bytes"):
