@@ -50,9 +50,9 @@ def build(work: Path) -> None:
     import speed
 
     import gemma_embed
+    from gemma_embed.io.checkpoint import save_quantized
     from gemma_embed.io.files import atomic_write
     from gemma_embed.model import preset
-    from gemma_embed.quant.weights import save_quantized
 
     pools = speed.text_pools()
     checkpoint, _, _ = speed.build_checkpoint(

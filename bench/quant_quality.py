@@ -146,8 +146,8 @@ def checkpoint_rows(
 ) -> dict[str, dict[str, float]]:
     """bf16, PTQ and QAT variants of a trained checkpoint through `load` (and `--tasks` scores)."""
     import gemma_embed
+    from gemma_embed.io.checkpoint import save_quantized
     from gemma_embed.prompts import DEFAULT_PROMPTS
-    from gemma_embed.quant.weights import save_quantized
 
     reference = float_model.encode(texts, prompt=DEFAULT_PROMPTS["STS"])
     rows: dict[str, dict[str, float]] = {}

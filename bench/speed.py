@@ -141,7 +141,7 @@ def build_checkpoint(
 def build_quantized(work: Path, checkpoint: Path) -> dict[str, str]:
     """`gemma-embed quantize` checkpoints of `checkpoint`, by scheme."""
     import gemma_embed
-    from gemma_embed.quant.weights import save_quantized
+    from gemma_embed.io.checkpoint import save_quantized
 
     float_model = gemma_embed.load(checkpoint, dtype="float32")
     return {s: str(save_quantized(float_model.checkpoint, s, work / s)) for s in SCHEMES}

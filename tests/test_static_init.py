@@ -109,7 +109,7 @@ def test_pretrain_lm_starts_from_the_static_fit_and_can_keep_it(tokenizer: TextT
     corpus.write_text("".join(f'{{"text": "{t}"}}\n' for t in texts(200)))
     loop = LoopConfig(steps=3, batch_size=4, seq_len=32, bf16=False, freeze_embeddings=True)
     out = pretrain(tok_dir, tmp_path / "lm", corpus, loop, trunk="tiny", static=tmp_path / "static")
-    from gemma_embed.model.decoder import load_decoder
+    from gemma_embed.io.decoder import load_decoder
 
     lm = load_decoder(out)
     torch.testing.assert_close(lm.model.embed_tokens.weight, token_table(fit, TINY.hidden_size))

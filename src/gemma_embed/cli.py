@@ -9,20 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import numpy as np
 
+from gemma_embed.cli_args import DTYPE_HELP, add_model_args, add_out_arg, default_model, load_model
 from gemma_embed.errors import DataError, GemmaEmbedError, InputError
 from gemma_embed.io.files import atomic_write
 from gemma_embed.model import EmbeddingModel
-
-if TYPE_CHECKING:
-    from gemma_embed.encode import Embedder
 
 # Subcommands that live beside the code they drive; each module exposes register(subparsers).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -45,8 +42,6 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "gemma_embed.search.cli",
     "gemma_embed.serve.cli",
 )
-# Free text, checked by the loader, so float16 gets its reason rather than argparse's "invalid choice".
-DTYPE_HELP = "float32 or bfloat16 (default: as stored; float16 is refused: EmbeddingGemma overflows it)"
 EXAMPLES = """examples:
   gemma-embed info ./embeddinggemma-300m
   gemma-embed similarity "Which planet is red?" "Mars is red." "Venus is hot." -m ./embeddinggemma-300m
@@ -55,32 +50,10 @@ EXAMPLES = """examples:
 """
 
 
-def default_model() -> str:
-    return os.environ.get("GEMMA_EMBED_MODEL", "default")
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """--model and --dtype, shared by every subcommand that loads a model."""
-    parser.add_argument(
-        "-m",
-        "--model",
-        default=default_model(),
-        help="checkpoint directory, 'default', or a Hugging Face id already downloaded "
-        "(default: $GEMMA_EMBED_MODEL or 'default')",
-    )
-    parser.add_argument("--dtype", default=None, help=DTYPE_HELP)
-
-
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--task", help="prompt name: query, document, STS, Classification, Clustering, ...")
     group.add_argument("--prompt", help="a literal prompt string prepended to every text")
-
-
-def load_model(args: argparse.Namespace) -> Embedder:
-    from gemma_embed.encode import load
-
-    return load(args.model, dtype=args.dtype)
 
 
 # ---- encode -----------------------------------------------------------------------------------------
@@ -138,10 +111,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         long_text=args.long_text,
     )
-    if args.output and args.output.endswith(".npy"):
-        write_npy(Path(args.output), vectors)
+    if args.out and args.out.endswith(".npy"):
+        write_npy(Path(args.out), vectors)
     else:
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
         try:
             for ident, vector in zip(ids, vectors, strict=True):
                 out.write(json.dumps({"id": ident, "embedding": [round(float(x), 7) for x in vector]}) + "\n")
@@ -268,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", default="-", help="input file (default: stdin)")
     p.add_argument("--format", choices=["lines", "jsonl"], help="input format (default: by file extension)")
     p.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
-    p.add_argument("-o", "--output", help="output .npy or .jsonl file (default: JSONL on stdout)")
+    add_out_arg(p, "-o", help="output .npy or .jsonl file (default: JSONL on stdout)")
     p.add_argument("--dim", type=int, help="Matryoshka dimension, e.g. 768, 512, 256, 128")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--long-text", choices=["truncate", "chunk"], default="truncate")
@@ -295,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-save a checkpoint in another dtype (e.g. bfloat16 to halve it), with an optional model card",
     )
     p.add_argument("model", help="checkpoint directory")
-    p.add_argument("--out", required=True, help="output checkpoint directory")
+    add_out_arg(p, required=True, help="output checkpoint directory")
     p.add_argument("--dtype", default="bfloat16", help="float32 or bfloat16 (default bfloat16)")
     p.add_argument("--card", help="markdown file copied to OUT/README.md")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
@@ -308,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.run_command = main  # for commands made of commands (`pipeline`), which sit below the CLI
     try:
         return int(args.func(args) or 0)
     except GemmaEmbedError as exc:

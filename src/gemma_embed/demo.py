@@ -1,9 +1,9 @@
-"""`make demo`: rank a few documents for a query, then semantic search over 1,000 SciFact abstracts.
+"""`make demo`: rank a few documents for a query, then semantic search over 500 SciFact abstracts.
 
     python -m gemma_embed.demo [--model PATH] [--dtype DTYPE] [--no-search] [--full-scifact]
 
 Without --model it uses the default model (gemma-embed-mini, shipped in the package). The search part
-indexes the 283 abstracts judged for SciFact's test queries plus the corpus's first others, 1,000 in all
+indexes the 283 abstracts judged for SciFact's test queries plus the corpus's first others, 500 in all
 (`gemma_embed.search.demo.demo_documents`), once, under runs/search/, and reuses that index on the next run;
 --full-scifact indexes all 5,183 abstracts instead. It needs ../shared/data/scifact. Timed in
 docs/search.md ("make demo").
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gemma_embed.cli import add_model_args
+from gemma_embed.cli_args import add_model_args
 from gemma_embed.encode import load
 from gemma_embed.errors import GemmaEmbedError
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(parser)
     parser.add_argument("--no-search", action="store_true", help="skip the SciFact search part")
     parser.add_argument(
-        "--full-scifact", action="store_true", help="index all 5,183 SciFact abstracts, not the demo's 1,000"
+        "--full-scifact", action="store_true", help="index all 5,183 SciFact abstracts, not the demo's 500"
     )
     args = parser.parse_args(argv)
     try:

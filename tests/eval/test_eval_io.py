@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from gemma_embed.errors import DataError
-from gemma_embed.eval.io import find_split_file, read_lines, read_rows, write_atomic
+from gemma_embed.eval.io import find_split_file, read_rows, write_atomic
+from gemma_embed.io.tables import read_lines
 
 
 def test_csv_with_header_and_quotes(tmp_path):
@@ -66,7 +67,7 @@ def test_jsonl_missing_field_on_a_later_line(tmp_path):
 def test_invalid_json_and_non_object(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a"}\n{"text": \n')
-    with pytest.raises(DataError, match=r"bad\.jsonl: line 2: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad\.jsonl, line 2: invalid JSON"):
         read_rows(path, ("text",))
     path.write_text('["a"]\n')
     with pytest.raises(DataError, match=r"line 1: expected a JSON object"):

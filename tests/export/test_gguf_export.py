@@ -181,7 +181,7 @@ def test_lower_precision_types_round_within_their_blocks(
 
 def test_refuses_bad_input(spm_checkpoint: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     from gemma_embed.export.gguf import export_gguf
-    from gemma_embed.quant.weights import save_quantized
+    from gemma_embed.io.checkpoint import save_quantized
 
     out = tmp_path / "x.gguf"
     with pytest.raises(ConfigError, match="not one of f32, bf16, q8_0, q4_0"):

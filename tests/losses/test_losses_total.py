@@ -30,7 +30,12 @@ def test_total_is_the_weighted_sum_of_the_parts():
     q, p, neg, teacher = _batch()
     ids = torch.tensor([0, 1, 1, 2])
     loss_fn = EmbeddingGemmaLoss(
-        dims=DIMS, tau=0.1, alpha=3.0, spread_out_weight=0.5, projection=DistillationProjection(D, DT)
+        dims=DIMS,
+        tau=0.1,
+        alpha=3.0,
+        spread_out_weight=0.5,
+        distillation_weight=1.0,
+        projection=DistillationProjection(D, DT),
     )
     total, parts = loss_fn(q, p, neg, q_ids=ids, teacher=teacher)
     contrastive = Matryoshka(nce_loss, DIMS)(q, p, neg, tau=0.1, alpha=3.0, q_ids=ids)
@@ -51,7 +56,7 @@ def test_zero_weight_skips_a_loss_and_teacher_is_required_otherwise():
     _, parts = EmbeddingGemmaLoss(dims=DIMS, distillation_weight=0.0)(q, p, neg)
     assert set(parts) == {"contrastive", "spread_out", "total"}
     with pytest.raises(InputError, match="teacher"):
-        EmbeddingGemmaLoss(dims=DIMS)(q, p, neg)
+        EmbeddingGemmaLoss(dims=DIMS, distillation_weight=1.0)(q, p, neg)
 
 
 @pytest.mark.parametrize(

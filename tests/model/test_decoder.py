@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from gemma_embed.errors import CheckpointError
+from gemma_embed.io.decoder import hf_decoder_config, load_decoder, save_decoder
 from gemma_embed.model.config import GemmaEmbedConfig
-from gemma_embed.model.decoder import GemmaDecoderLM, hf_decoder_config, load_decoder, save_decoder
+from gemma_embed.model.decoder import GemmaDecoderLM
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import gemma_embed
 from gemma_embed.errors import CheckpointError
+from gemma_embed.io.checkpoint import save_quantized
 from gemma_embed.quant.qat import QATEmbedding
 from gemma_embed.quant.weights import (
     MANIFEST,
@@ -18,7 +19,6 @@ from gemma_embed.quant.weights import (
     OUTLIER_VALUES,
     outlier_columns,
     quantize_tensor,
-    save_quantized,
 )
 
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from gemma_embed.encode import load
 from gemma_embed.errors import CheckpointError, ConfigError
+from gemma_embed.io.checkpoint import save_quantized
 from gemma_embed.model import preset
 from gemma_embed.quant.cli import register
 from gemma_embed.quant.weights import (
@@ -20,7 +21,6 @@ from gemma_embed.quant.weights import (
     bits_for,
     pack_int4,
     quantize_tensor,
-    save_quantized,
     unpack_int4,
 )
 from helpers import write_random_checkpoint
@@ -127,7 +127,7 @@ def test_bad_manifest(tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 def test_saving_a_loaded_quantized_model_is_refused(tiny_checkpoint, tmp_path):
     import gemma_embed
-    from gemma_embed.quant.weights import save_quantized
+    from gemma_embed.io.checkpoint import save_quantized
 
     out = save_quantized(gemma_embed.load(tiny_checkpoint).checkpoint, "int8", tmp_path / "q")
     with pytest.raises(gemma_embed.CheckpointError, match="quantized weights"):

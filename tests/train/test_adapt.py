@@ -12,8 +12,8 @@ import torch
 from tokenizers import Tokenizer
 
 from gemma_embed import load
+from gemma_embed.io.decoder import hf_decoder_config, load_decoder
 from gemma_embed.model.config import GemmaEmbedConfig
-from gemma_embed.model.decoder import hf_decoder_config, load_decoder
 from gemma_embed.model.encdec import EncoderDecoder
 from gemma_embed.train.init import adapt as adapt_cli
 from gemma_embed.train.init.adapt import adapt, decoder_tokenizer

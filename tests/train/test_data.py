@@ -11,6 +11,7 @@ import pytest
 
 from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.io.files import atomic_write, write_json
+from gemma_embed.io.tables import read_jsonl, read_lines, read_text, write_jsonl
 from gemma_embed.prompts import DEFAULT_PROMPTS
 from gemma_embed.train.data.mixture import Mixture, MixtureBatchSampler
 from gemma_embed.train.data.pairs import (
@@ -20,11 +21,7 @@ from gemma_embed.train.data.pairs import (
     Example,
     PairDataset,
     load_training_sets,
-    read_jsonl,
-    read_lines,
-    read_text,
     stable_id,
-    write_jsonl,
 )
 from gemma_embed.train.recipe import STAGES, stage_config
 

@@ -66,7 +66,7 @@ def _check_ddp_parameter_gradients(rank: int) -> None:
     reference = torch.nn.Linear(D_IN, D).double()
     model = DistributedDataParallel(torch.nn.Linear(D_IN, D).double())
     model.module.load_state_dict(reference.state_dict())
-    options = {"dims": (D, 4), "tau": 0.1, "alpha": 2.0}
+    options = {"dims": (D, 4), "tau": 0.1, "alpha": 2.0, "distillation_weight": 1.0}
 
     def encode(net, q, p, neg):
         out = net(torch.cat([q, p, neg.flatten(0, 1)]))  # one forward per DDP step

@@ -52,7 +52,7 @@ output = "{tmp_path}/never"
 command = ["info", "{tiny_checkpoint}"]
 """,
     )
-    assert run_pipeline(load_pipeline(file)) == 1
+    assert run_pipeline(load_pipeline(file), run_command=main_cli.main) == 1
     assert "did not write" in capsys.readouterr().out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gemma_embed.errors import ConfigError
-from gemma_embed.train.recipe import Recipe
+from gemma_embed.train.recipe import Recipe, resolved_stage_records
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.toml"))
 BASE: dict[str, Any] = {
@@ -124,3 +124,16 @@ def test_load_names_the_file(tmp_path):
         Recipe.load(bad)
     with pytest.raises(ConfigError, match="no such recipe file"):
         Recipe.load(tmp_path / "absent.toml")
+
+
+def test_stage_values_are_resolved_and_recorded_in_full():
+    # unset batch_size / num_negatives / size_exponent come from the stage preset, and the recipe says so
+    stage = Recipe.from_dict(recipe(**{"stages.0.batch_size": 8})).to_dict()["stages"][0]
+    assert (stage["batch_size"], stage["num_negatives"], stage["size_exponent"]) == (8, 0, 0.5)
+
+
+def test_states_written_before_resolution_still_match():
+    # trainer.json of older runs records None for preset values; filled in, they equal today's recipe
+    current = Recipe.from_dict(recipe()).training_dict()["stages"]
+    old = [{**current[0], "batch_size": None, "num_negatives": None, "size_exponent": None}]
+    assert resolved_stage_records(old) == current

@@ -10,13 +10,14 @@ import os
 import sys
 from pathlib import Path
 
+from gemma_embed.cli_args import add_device_arg, add_out_arg
 from gemma_embed.errors import InputError
 from gemma_embed.eval.cache import EmbeddingCache
 from gemma_embed.eval.embedding import EmbeddingSource
 from gemma_embed.eval.encoders import BACKENDS, load_encoder
 from gemma_embed.eval.registry import TASKS, build_task, data_root
 from gemma_embed.eval.report import write_report
-from gemma_embed.eval.runner import EvalTask, format_table, parse_dims, run_task, write_results
+from gemma_embed.eval.runner import EvalTask, format_table, parse_dims, run_tasks
 from gemma_embed.eval.tasks import get_task_type
 
 
@@ -51,11 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--dims", metavar="D1,D2,...", help="Matryoshka dims, e.g. 768,512,256,128 (one encoding)"
     )
-    ev.add_argument("--output", type=Path, metavar="FILE", help="write results (JSON, MTEB layout)")
+    add_out_arg(ev, type=Path, metavar="FILE", help="write results (JSON, MTEB layout)")
     ev.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--backend", choices=BACKENDS, default="auto", help="how to load --model (default: auto)")
-    ev.add_argument("--device", default="cpu")
+    add_device_arg(ev)
     ev.add_argument("--dtype", help="gemma-embed compute dtype (float32 or bfloat16)")
     ev.add_argument("--quantization", metavar="LABEL", help="quantization scheme to record with the results")
     ev.add_argument("--list-tasks", action="store_true", help="list the named tasks and exit")
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "table and PNG plots of score vs Matryoshka dim (and vs quantization scheme when recorded).",
     )
     rep.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
-    rep.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    add_out_arg(rep, type=Path, required=True, metavar="DIR", help="output directory")
     rep.set_defaults(func=run_report)
 
 
@@ -94,21 +95,13 @@ def run_eval(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     source = EmbeddingSource(encoder, None if args.no_cache else EmbeddingCache(), batch_size=args.batch_size)
     extra = {"quantization": args.quantization} if args.quantization else {}
-    results = []
-    for task in tasks:
-        print(
-            f"{task.name}: {task.task_type.name}, split {task.split}, {len(task.subsets)} subset(s)",
-            file=sys.stderr,
-        )
-        results.append(run_task(task, source, dims=dims, extra=extra))
-        if args.output:  # after every task, so a long run keeps what it has finished
-            write_results(args.output, results)
+    results = run_tasks(tasks, source, dims=dims, extra=extra, output=args.out)
     print(format_table(results))
     print(
         f"encoded {source.encoded} texts, {source.from_cache} read from the embedding cache", file=sys.stderr
     )
-    if args.output:
-        print(f"wrote {args.output}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 

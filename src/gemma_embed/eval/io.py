@@ -1,4 +1,5 @@
-"""File access for the evaluation harness: reading local data tables and writing outputs atomically.
+"""File access for the evaluation harness: local data tables as checked `Row`s (parsed by
+`gemma_embed.io.tables`), split file names, and writing outputs atomically.
 
 Data files are delimited tables (`.csv`, `.tsv`), JSON Lines (`.jsonl`, or `.json` holding one object per
 line as JGLUE ships it, or a JSON array of objects) and plain line files. Every problem raises `DataError`
@@ -7,7 +8,6 @@ naming the file, the line (when there is one) and what is wrong.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from gemma_embed.errors import DataError
 from gemma_embed.io.files import atomic_write
+from gemma_embed.io.tables import read_cells, read_jsonl, read_text, require_file
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 # Split names that mean the same split in different datasets (MTEB says "validation", STS-B "dev", JGLUE "valid").
@@ -71,13 +72,6 @@ class Row:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error(f"field {name!r} must be a list of strings")
         return value
-
-
-def require_file(path: Path) -> Path:
-    """`path` if it is a file, else a DataError saying so."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    return path
 
 
 def read_rows(
@@ -138,65 +132,31 @@ def _sniff_delimiter(path: Path) -> str:
 def _read_delimited(
     path: Path, columns: Sequence[str] | None, delimiter: str | None, allow_extra_fields: bool
 ) -> list[Row]:
-    delimiter = delimiter or _sniff_delimiter(path)
-    # Tab-separated text files quote nothing: a '"' inside a sentence is part of the sentence.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    # Tab-separated text files quote nothing: a '"' inside a sentence is part of the sentence (`read_cells`).
     rows: list[Row] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        header = list(columns) if columns is not None else None
-        start = 1
-        try:
-            for record in reader:
-                line, start = start, reader.line_num + 1
-                if not record or record == [""]:
-                    continue
-                if header is None:
-                    header = [name.strip() for name in record]
-                    continue
-                if len(record) < len(header) or (len(record) > len(header) and not allow_extra_fields):
-                    raise DataError(
-                        f"{path}: line {line}: expected {len(header)} fields, found {len(record)}"
-                    )
-                rows.append(Row(path, line, dict(zip(header, record, strict=False))))
-        except csv.Error as e:
-            raise DataError(f"{path}: line {reader.line_num}: {e}") from None
+    header = list(columns) if columns is not None else None
+    for line, record in read_cells(path, delimiter=delimiter or _sniff_delimiter(path)):
+        if header is None:
+            header = [name.strip() for name in record]
+            continue
+        if len(record) < len(header) or (len(record) > len(header) and not allow_extra_fields):
+            raise DataError(f"{path}: line {line}: expected {len(header)} fields, found {len(record)}")
+        rows.append(Row(path, line, dict(zip(header, record, strict=False))))
     return rows
 
 
 def _read_json_records(path: Path) -> list[Row]:
-    with open(path, encoding="utf-8-sig") as f:
-        content = f.read()
+    content = read_text(path)
     if path.suffix == ".json" and content.lstrip().startswith("["):
         try:
             items = json.loads(content)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
-        records = [(i + 1, item) for i, item in enumerate(items)]
-        where = "item"
-    else:
-        records = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((number, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {number}: invalid JSON: {e.msg}") from None
-        where = "line"
-    rows = []
-    for number, item in records:
-        if not isinstance(item, dict):
-            raise DataError(f"{path}: {where} {number}: expected a JSON object, got {type(item).__name__}")
-        rows.append(Row(path, number, item, where))
-    return rows
-
-
-def read_lines(path: Path) -> list[str]:
-    """The lines of a text file without their line breaks (a trailing newline does not add a line)."""
-    require_file(path)
-    with open(path, encoding="utf-8-sig", newline=None) as f:
-        return [line.rstrip("\n") for line in f]
+        for number, item in enumerate(items, start=1):
+            if not isinstance(item, dict):
+                raise DataError(f"{path}: item {number}: expected a JSON object, got {type(item).__name__}")
+        return [Row(path, number, item, "item") for number, item in enumerate(items, start=1)]
+    return [Row(path, number, item) for number, item in read_jsonl(path)]
 
 
 def split_candidates(split: str) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_embed.errors import DataError, InputError
-from gemma_embed.eval.io import read_lines, require_file, split_candidates
+from gemma_embed.eval.io import split_candidates
 from gemma_embed.eval.runner import EvalTask
 from gemma_embed.eval.tasks import TASK_TYPES, sts
 from gemma_embed.eval.tasks.bitext_mining import load_parallel
@@ -24,6 +24,7 @@ from gemma_embed.eval.tasks.classification import load_files
 from gemma_embed.eval.tasks.pair_classification import make_data as make_pairs
 from gemma_embed.eval.tasks.retrieval import load_beir
 from gemma_embed.eval.tasks.retrieval import make_data as make_retrieval
+from gemma_embed.io.tables import read_lines, require_file
 from gemma_embed.paths import DATA_ENV, data_root
 
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")

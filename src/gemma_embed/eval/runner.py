@@ -11,6 +11,7 @@ list of such objects.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,28 @@ def run_task(
         **(extra or {}),
         "scores": {task.split: entries},
     }
+
+
+def run_tasks(
+    tasks: Sequence[EvalTask],
+    source: EmbeddingSource,
+    *,
+    dims: Sequence[int] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    output: Path | None = None,
+) -> list[dict[str, Any]]:
+    """`run_task` for each task in turn, progress on stderr; with `output`, the results are written after
+    every task, so a long run keeps what it has finished."""
+    results = []
+    for task in tasks:
+        print(
+            f"{task.name}: {task.task_type.name}, split {task.split}, {len(task.subsets)} subset(s)",
+            file=sys.stderr,
+        )
+        results.append(run_task(task, source, dims=dims, extra=extra))
+        if output:
+            write_results(output, results)
+    return results
 
 
 def write_results(path: Path, results: Sequence[Mapping[str, Any]]) -> Path:

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import CheckpointError, ConfigError, ExportError
 from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, mean_pool, truncate_and_normalize
-from gemma_embed.model.gemma3 import rotary_tables
+from gemma_embed.model.gemma3 import layer_rotary_tables
 
 ONNX_FILE = "model.onnx"
 MANIFEST = "gemma_embed_onnx.json"
@@ -83,10 +84,7 @@ class ExportablePipeline(nn.Module):
         distance = (positions[:, None] - positions[None, :]).abs()
         full = attention_mask.bool()[:, None, None, :] | (distance == 0)
         sliding = full & (distance <= cfg.window_radius)
-        tables = {}
-        for is_sliding, base in ((True, cfg.rope_local_base_freq), (False, cfg.rope_theta)):
-            cos, sin = rotary_tables(cfg.head_dim, base, input_ids.shape[1], x.device)
-            tables[is_sliding] = (cos.to(x.dtype), sin.to(x.dtype))
+        tables = layer_rotary_tables(cfg, input_ids.shape[1], x.device, x.dtype)
         for layer in encoder.layers:
             x = layer(x, tables[layer.is_sliding], sliding if layer.is_sliding else full)
         pooled = mean_pool(encoder.norm(x), attention_mask)
@@ -260,7 +258,7 @@ def add_format(formats: argparse._SubParsersAction) -> None:
         "and sequence axes), then check it with ONNX Runtime (max |diff| <= 1e-4).",
     )
     p.add_argument("model", help="float checkpoint directory (or a name `load` resolves)")
-    p.add_argument("--out", required=True, help="output folder (model.onnx, tokenizer, manifest)")
+    add_out_arg(p, required=True, help="output folder (model.onnx, tokenizer, manifest)")
     p.add_argument(
         "--opset", type=int, default=MIN_OPSET, help=f"ONNX opset, >= {MIN_OPSET} (default {MIN_OPSET})"
     )

@@ -32,10 +32,20 @@ from tokenizers import Tokenizer, processors
 from gemma_embed.dtypes import choose_dtype
 from gemma_embed.errors import CheckpointError, ConfigError
 from gemma_embed.io.files import atomic_directory, write_json
+from gemma_embed.io.tables import read_json
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig
 from gemma_embed.model.gemma3 import skeleton
 from gemma_embed.prompts import DEFAULT_PROMPTS
+from gemma_embed.quant.weights import MANIFEST as QUANT_MANIFEST
+from gemma_embed.quant.weights import (
+    SCALE_DTYPE,
+    apply_quantized,
+    holds_quantized,
+    is_quantized,
+    quantized_state,
+    split_quantized,
+)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 PICKLE_FIX = (
@@ -66,19 +76,9 @@ class Checkpoint:
 # ---- reading ---------------------------------------------------------------------------------------
 
 
-def read_json(path: Path, *, required: bool = True) -> Any:
-    if not path.is_file():
-        if required:
-            raise CheckpointError(f"{path} is missing")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path} is not UTF-8 text: {exc}") from exc
+def read_checkpoint_json(path: Path, *, required: bool = True) -> Any:
+    """A checkpoint's JSON file (`gemma_embed.io.tables.read_json`, raising CheckpointError)."""
+    return read_json(path, required=required, error=CheckpointError)
 
 
 def refuse_pickle(path: Path) -> None:
@@ -148,7 +148,7 @@ def map_tensors(path: Path) -> dict[str, torch.Tensor]:
 def read_encoder_tensors(root: Path) -> dict[str, torch.Tensor]:
     index = root / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = read_json(index).get("weight_map")
+        weight_map = read_checkpoint_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index} has no weight_map")
         tensors: dict[str, torch.Tensor] = {}
@@ -181,7 +181,7 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
 
 def read_modules(root: Path) -> tuple[list[Path], int | None]:
     """Dense module folders in order, and the pooling dimension; plain HF folders have no modules.json."""
-    modules = read_json(root / "modules.json", required=False)
+    modules = read_checkpoint_json(root / "modules.json", required=False)
     if modules is None:
         return [], None
     dense_dirs, pooling_dim, kinds = [], None, []
@@ -203,7 +203,7 @@ def read_modules(root: Path) -> tuple[list[Path], int | None]:
 
 
 def read_pooling(path: Path) -> int | None:
-    pooling = read_json(path)
+    pooling = read_checkpoint_json(path)
     mode = pooling.get("pooling_mode")  # sentence-transformers >= 6 spelling
     mean = mode == "mean" if mode is not None else pooling.get("pooling_mode_mean_tokens", False)
     others = [
@@ -221,7 +221,7 @@ def read_pooling(path: Path) -> int | None:
 
 
 def read_dense(path: Path) -> torch.Tensor:
-    cfg = read_json(path / "config.json")
+    cfg = read_checkpoint_json(path / "config.json")
     activation = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
     if not activation.endswith("Identity") or cfg.get("bias", True):
         raise CheckpointError(
@@ -240,10 +240,10 @@ def read_dense(path: Path) -> torch.Tensor:
 
 
 def max_seq_length(root: Path, cfg_raw: dict[str, Any]) -> int:
-    st_cfg = read_json(root / "sentence_bert_config.json", required=False) or {}
+    st_cfg = read_checkpoint_json(root / "sentence_bert_config.json", required=False) or {}
     if "max_seq_length" in st_cfg:
         return int(st_cfg["max_seq_length"])
-    tok_cfg = read_json(root / "tokenizer_config.json", required=False) or {}
+    tok_cfg = read_checkpoint_json(root / "tokenizer_config.json", required=False) or {}
     limit = int(cfg_raw.get("max_position_embeddings", 2048))
     declared = tok_cfg.get("model_max_length")
     return min(int(declared), limit) if isinstance(declared, int | float) and declared > 0 else limit
@@ -258,10 +258,10 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
         raise CheckpointError(f"{root} is a file; pass the checkpoint directory that holds config.json")
     if not root.is_dir():
         raise CheckpointError(f"{root} does not exist")
-    cfg_raw = read_json(root / "config.json")
+    cfg_raw = read_checkpoint_json(root / "config.json")
     dense_dirs, pooling_dim = read_modules(root)
     dense = [read_dense(d) for d in dense_dirs]
-    extra = read_json(root / EXTRA_FILE, required=False) or {}
+    extra = read_checkpoint_json(root / EXTRA_FILE, required=False) or {}
     try:
         head = {
             "dense_dims": tuple(w.shape[0] for w in dense),
@@ -280,12 +280,6 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
         raise CheckpointError(f"{root}: pooling dimension {pooling_dim} != hidden_size {config.hidden_size}")
 
     tensors = read_encoder_tensors(root)
-    from gemma_embed.quant.weights import (  # imports this module
-        SCALE_DTYPE,
-        apply_quantized,
-        is_quantized,
-        split_quantized,
-    )
 
     quantized = None
     stored = next(iter(tensors.values())).dtype if tensors else None
@@ -317,7 +311,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
         pad_id=config.pad_token_id,
         max_length=config.max_seq_length,
     )
-    st_config = read_json(root / "config_sentence_transformers.json", required=False) or {}
+    st_config = read_checkpoint_json(root / "config_sentence_transformers.json", required=False) or {}
     prompts = {**DEFAULT_PROMPTS, **(st_config.get("prompts") or {})}
     default_prompt = st_config.get("default_prompt_name")
     if default_prompt is not None and default_prompt not in prompts:
@@ -344,7 +338,9 @@ def write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
         special_tokens=[(bos, tok.bos_id), (eos, tok.eos_id)],
     )
     saved.save(str(out / "tokenizer.json"))
-    source_cfg = read_json(ckpt.source / "tokenizer_config.json", required=False) if ckpt.source else None
+    source_cfg = (
+        read_checkpoint_json(ckpt.source / "tokenizer_config.json", required=False) if ckpt.source else None
+    )
     tok_cfg = dict(source_cfg or {"tokenizer_class": "GemmaTokenizer"})
     if unk := getattr(saved.model, "unk_token", None):
         tok_cfg.setdefault("unk_token", unk)
@@ -365,7 +361,6 @@ def write_tokenizer(ckpt: Checkpoint, out: Path) -> None:
 def save_checkpoint(ckpt: Checkpoint, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write the checkpoint atomically; sentence-transformers and `load_checkpoint` both read the result."""
     model, config = ckpt.model, ckpt.model.config
-    from gemma_embed.quant.weights import holds_quantized  # the quant package imports this module
 
     if holds_quantized(model):
         raise CheckpointError(
@@ -432,3 +427,22 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path, *, overwrite: bool = Fal
         )
         write_json(out / EXTRA_FILE, {"matryoshka_dims": list(config.matryoshka_dims)})
     return Path(path)
+
+
+def save_quantized(checkpoint: Checkpoint, scheme: str, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write `checkpoint` (a float `Checkpoint`) quantized with `scheme` as a checkpoint directory.
+
+    The whole directory appears atomically: the float layout is written by `save_checkpoint` into a
+    temporary directory, whose `model.safetensors` is then replaced by the quantized tensors
+    (`gemma_embed.quant.weights.quantized_state`).
+    """
+    tensors, manifest = quantized_state(checkpoint.model.encoder.state_dict(), scheme)
+    with atomic_directory(Path(out), overwrite=overwrite, error=CheckpointError) as tmp:
+        save_checkpoint(checkpoint, tmp, overwrite=True)  # tmp is empty: only the layout is written
+        save_file(
+            tensors_for_saving(tensors),
+            str(tmp / "model.safetensors"),
+            {"format": "pt", "quantization": scheme},
+        )
+        write_json(tmp / QUANT_MANIFEST, manifest)
+    return Path(out)

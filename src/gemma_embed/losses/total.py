@@ -37,7 +37,8 @@ class EmbeddingGemmaLoss(nn.Module):
         dims: Matryoshka dims for L_C and L_S; the largest must equal the embedding dim.
         tau, alpha: temperature and hardness-weight strength of `nce_loss`.
         contrastive_weight, spread_out_weight, distillation_weight: w_C, w_S, w_D (>= 0); a zero weight skips
-            that loss (and its entry in `parts`).
+            that loss (and its entry in `parts`). w_D defaults to 0 (no teacher needed), as a recipe's
+            `[loss] distillation_weight` does.
         projection: `DistillationProjection(student_dim, teacher_dim)` when the teacher's dim differs; trained
             through `self.parameters()`, never saved with the model.
         mse_weight, relational, relational_tau: forwarded to `embedding_distillation_loss`.
@@ -54,7 +55,7 @@ class EmbeddingGemmaLoss(nn.Module):
         alpha: float = 5.0,
         contrastive_weight: float = 1.0,
         spread_out_weight: float = 1.0,
-        distillation_weight: float = 1.0,
+        distillation_weight: float = 0.0,
         projection: DistillationProjection | None = None,
         mse_weight: float = 0.0,
         relational: RelationalKind | None = None,

@@ -25,8 +25,8 @@ from gemma_embed.model.gemma3 import (
     GemmaEncoder,
     RMSNorm,
     attention_masks,
+    layer_rotary_tables,
     residual_norm,
-    rotary_tables,
 )
 
 
@@ -101,10 +101,7 @@ class CrossDecoder(GemmaEncoder):
         x = self.embed(input_ids)
         full_mask, sliding_mask = attention_masks(attention_mask, length, cfg.sliding_window, x.device, True)
         cross_mask = None if memory_mask is None else memory_mask.bool()[:, None, None, :]
-        tables = {}
-        for is_sliding, base in ((True, cfg.rope_local_base_freq), (False, cfg.rope_theta)):
-            cos, sin = rotary_tables(cfg.head_dim, base, length, x.device)
-            tables[is_sliding] = (cos.to(x.dtype), sin.to(x.dtype))
+        tables = layer_rotary_tables(cfg, length, x.device, x.dtype)
         for layer in self.layers:
             mask = sliding_mask if layer.is_sliding else full_mask
             x = layer(x, tables[layer.is_sliding], mask, memory, cross_mask)

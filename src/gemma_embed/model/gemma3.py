@@ -82,6 +82,17 @@ def rotary_tables(head_dim: int, base: float, length: int, device: torch.device)
     return angles.cos(), angles.sin()
 
 
+def layer_rotary_tables(
+    cfg: GemmaEmbedConfig, length: int, device: torch.device, dtype: torch.dtype
+) -> dict[bool, tuple[Tensor, Tensor]]:
+    """is_sliding -> (cos, sin) in `dtype`: sliding layers use the local base, full layers rope_theta."""
+    tables = {}
+    for is_sliding, base in ((True, cfg.rope_local_base_freq), (False, cfg.rope_theta)):
+        cos, sin = rotary_tables(cfg.head_dim, base, length, device)
+        tables[is_sliding] = (cos.to(dtype), sin.to(dtype))
+    return tables
+
+
 class Attention(nn.Module):
     """Grouped-query attention with per-head q/k RMSNorm before the rotary embedding."""
 
@@ -206,10 +217,7 @@ class GemmaEncoder(nn.Module):
         x = self.embed(input_ids)
         radius = cfg.sliding_window if causal else cfg.window_radius
         full_mask, sliding_mask = attention_masks(attention_mask, length, radius, x.device, causal)
-        tables = {}
-        for is_sliding, base in ((True, cfg.rope_local_base_freq), (False, cfg.rope_theta)):
-            cos, sin = rotary_tables(cfg.head_dim, base, length, x.device)
-            tables[is_sliding] = (cos.to(x.dtype), sin.to(x.dtype))
+        tables = layer_rotary_tables(cfg, length, x.device, x.dtype)
         for layer in self.layers:
             mask = sliding_mask if layer.is_sliding else full_mask
             x = layer(x, tables[layer.is_sliding], mask)

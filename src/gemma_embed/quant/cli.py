@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from gemma_embed.quant.weights import SCHEMES, save_quantized
+from gemma_embed.cli_args import add_out_arg
+from gemma_embed.io.checkpoint import save_quantized
+from gemma_embed.quant.weights import SCHEMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scheme", choices=SCHEMES, default="mixed", help="default: mixed (int4 + int8 attention)"
     )
-    p.add_argument("--out", required=True, help="output checkpoint directory")
+    add_out_arg(p, required=True, help="output checkpoint directory")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=cmd_quantize)
 

@@ -47,11 +47,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from gemma_embed.errors import CheckpointError, ConfigError
-from gemma_embed.io.files import atomic_directory, write_json
 
 BLOCK = 32
 SCHEMES: tuple[str, ...] = ("int8", "int4", "mixed")
@@ -367,18 +365,15 @@ def apply_quantized(model: nn.Module, quantized: dict[str, QuantizedTensor], sch
     quantize_model(model.head, scheme)
 
 
-def save_quantized(checkpoint: Any, scheme: str, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write `checkpoint` (a float `Checkpoint`) quantized with `scheme` as a checkpoint directory.
-
-    The whole directory appears atomically: the float layout is written by `save_checkpoint` into a
-    temporary directory, whose `model.safetensors` is then replaced by the quantized tensors.
-    """
-    from gemma_embed.io.checkpoint import save_checkpoint, tensors_for_saving
-
+def quantized_state(
+    encoder_state: dict[str, Tensor], scheme: str
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The encoder's stored tensors quantized with `scheme` (codes, scales and outliers beside the float
+    tensors that stay float) and the `quantization.json` manifest describing them."""
     bits_for("x.weight", scheme)  # validates the scheme before any work
     tensors: dict[str, Tensor] = {}
     entries: dict[str, Any] = {}
-    for name, tensor in checkpoint.model.encoder.state_dict().items():
+    for name, tensor in encoder_state.items():
         bits = bits_for(name, scheme)
         if bits is None or tensor.ndim != 2 or tensor.shape[1] % BLOCK:
             tensors[name] = tensor
@@ -403,12 +398,4 @@ def save_quantized(checkpoint: Any, scheme: str, out: str | Path, *, overwrite: 
         "head": "Dense layers stored float in their folders; quantized at load with the same scheme",
         "tensors": entries,
     }
-    with atomic_directory(Path(out), overwrite=overwrite, error=CheckpointError) as tmp:
-        save_checkpoint(checkpoint, tmp, overwrite=True)  # tmp is empty: only the layout is written
-        save_file(
-            tensors_for_saving(tensors),
-            str(tmp / "model.safetensors"),
-            {"format": "pt", "quantization": scheme},
-        )
-        write_json(tmp / MANIFEST, manifest)
-    return Path(out)
+    return tensors, manifest

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.search.vectors import PRECISIONS
 
 
@@ -17,7 +18,7 @@ def _add_field_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_embed_args(p: argparse.ArgumentParser) -> None:
-    from gemma_embed.cli import add_model_args
+    from gemma_embed.cli_args import add_model_args
 
     add_model_args(p)
     _add_field_args(p)
@@ -37,7 +38,7 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
     job = EmbedJob(args.model, args.dim, args.precision, args.shard_size, args.batch_size, args.dtype)
     manifest = embed_corpus(
         args.input,
-        args.output,
+        args.out,
         job,
         fields=_fields(args),
         ray=args.ray,
@@ -45,7 +46,7 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
         ray_actors=args.ray_actors,
         progress=not args.quiet,
     )
-    print(f"{manifest['count']} documents in {manifest['shards']} shard(s) -> {args.output}")
+    print(f"{manifest['count']} documents in {manifest['shards']} shard(s) -> {args.out}")
     return 0
 
 
@@ -102,7 +103,7 @@ def register(subparsers: Any) -> None:
     """Add embed-corpus, index (build) and search to the gemma-embed command line."""
     p = subparsers.add_parser("embed-corpus", help="embed a document corpus into resumable Parquet shards")
     p.add_argument("input", help="a .jsonl/.csv/.tsv/.parquet table or a folder of .txt/.md files")
-    p.add_argument("output", help="output folder (manifest.json + shard-NNNNN.parquet)")
+    p.add_argument("out", metavar="output", help="output folder (manifest.json + shard-NNNNN.parquet)")
     _add_embed_args(p)
     p.add_argument("--precision", choices=PRECISIONS, default="float32", help="stored vector type")
     p.add_argument("--shard-size", type=int, default=10_000, help="documents per shard (default: 10000)")
@@ -116,7 +117,7 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="index an embed-corpus folder or a document corpus")
     b.add_argument("source", help="an embed-corpus output folder, or documents (as for embed-corpus)")
-    b.add_argument("--out", required=True, help="index folder to write")
+    add_out_arg(b, required=True, help="index folder to write")
     _add_embed_args(b)
     b.add_argument("--precision", choices=PRECISIONS, default="float32", help="ANN vector type")
     b.add_argument(

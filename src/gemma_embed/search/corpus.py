@@ -26,8 +26,8 @@ from gemma_embed.eval.embedding import truncate
 from gemma_embed.eval.encoders import Encoder, load_encoder, resolve_prompt_name
 from gemma_embed.eval.tasks.retrieval import document_text
 from gemma_embed.io.files import atomic_write, write_json
+from gemma_embed.io.tables import location, read_json, read_records, read_text
 from gemma_embed.search.vectors import check_precision, dequantize, quantize
-from gemma_embed.train.data.pairs import location, read_json, read_records, read_text
 
 MANIFEST = "manifest.json"
 CORPUS_FORMAT = "gemma-embed-corpus/1"

@@ -29,9 +29,9 @@ from gemma_embed.eval.embedding import truncate
 from gemma_embed.eval.encoders import Encoder, load_encoder
 from gemma_embed.eval.tasks.base import normalize, top_k
 from gemma_embed.io.files import atomic_directory, write_json
+from gemma_embed.io.tables import read_json
 from gemma_embed.search.corpus import Document, documents_from_table, query_prompt
 from gemma_embed.search.vectors import check_precision, quantize
-from gemma_embed.train.data.pairs import read_json
 
 INDEX_FORMAT = "gemma-embed-index/1"
 META = "index.json"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gemma_embed.cli import add_model_args, load_model
+from gemma_embed.cli_args import add_model_args, load_model
 from gemma_embed.errors import ConfigError
 from gemma_embed.serve.settings import LOOPBACK, ServeSettings
 

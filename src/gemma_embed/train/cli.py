@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_embed import distributed
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.paths import runs_dir
 from gemma_embed.quant.qat import QAT_TRANSFORMS
 from gemma_embed.train.recipe import Recipe
@@ -20,7 +21,7 @@ from gemma_embed.train.trainer import Trainer
 
 def run(args: argparse.Namespace) -> int:
     recipe = Recipe.load(args.recipe)
-    output = args.output or runs_dir() / args.recipe.stem
+    output = args.out or runs_dir() / args.recipe.stem
     try:
         summary = Trainer(
             recipe,
@@ -54,7 +55,7 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="stop after global step N (the learning-rate schedule keeps the recipe's length)",
     )
-    parser.add_argument("--output", type=Path, metavar="DIR", help="run folder (default: runs/<recipe name>)")
+    add_out_arg(parser, type=Path, metavar="DIR", help="run folder (default: runs/<recipe name>)")
     parser.add_argument(
         "--qat",
         choices=sorted(QAT_TRANSFORMS),

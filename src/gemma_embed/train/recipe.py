@@ -157,6 +157,31 @@ class StageSection:
             size_exponent=base.size_exponent if self.size_exponent is None else self.size_exponent,
         )
 
+    def resolved(self) -> StageSection:
+        """This stage with every unset data value taken from its preset: what recipe.json records."""
+        data = self.preset()
+        return dataclasses.replace(
+            self,
+            batch_size=data.batch_size,
+            num_negatives=data.num_negatives,
+            size_exponent=data.size_exponent,
+        )
+
+
+def resolved_stage_records(stages: Any) -> Any:
+    """The `stages` of a recipe record written before stage values were resolved (None there meant the
+    preset's value), with those values filled in; anything else unchanged."""
+    if not isinstance(stages, list):
+        return stages
+    out = []
+    for stage in stages:
+        if isinstance(stage, dict) and stage.get("name") in STAGES:
+            preset = STAGES[stage["name"]]
+            keys = ("batch_size", "num_negatives", "size_exponent")
+            stage = {**stage, **{k: getattr(preset, k) for k in keys if stage.get(k) is None}}
+        out.append(stage)
+    return out
+
 
 @dataclass(frozen=True)
 class LossSection:
@@ -262,6 +287,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         validate(self)
+        # every stage value explicit, so recipe.json and the resume check see what is trained
+        object.__setattr__(self, "stages", [stage.resolved() for stage in self.stages])
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Recipe:

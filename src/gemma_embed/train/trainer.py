@@ -84,7 +84,7 @@ from gemma_embed.io.checkpoint import (
     Checkpoint,
     atomic_directory,
     load_checkpoint,
-    read_json,
+    read_checkpoint_json,
     read_tensors,
     save_checkpoint,
     tensors_for_saving,
@@ -102,8 +102,9 @@ from gemma_embed.train.data.pairs import PairDataset
 from gemma_embed.train.data.teacher import TeacherCache, TeacherTable, load_teacher, package_model_path
 from gemma_embed.train.data.tokenizer import save_tokenizer, train_tokenizer
 from gemma_embed.train.init.static import load_static, warm_start
+from gemma_embed.train.optim import decay_groups
 from gemma_embed.train.parallel import parallelize, set_gradient_sync
-from gemma_embed.train.recipe import Recipe, StageSection
+from gemma_embed.train.recipe import Recipe, StageSection, resolved_stage_records
 from gemma_embed.train.state import flat_items, flatten_state, rng_state, set_rng_state, unflatten_state
 
 CHECKPOINTS = "checkpoints"
@@ -419,13 +420,9 @@ class Trainer:
         )
 
     def _build_optimizer(self) -> torch.optim.AdamW:
-        """AdamW; matrices are decayed, 1-D parameters (norm gains) are not."""
+        """AdamW with the project's weight-decay rule (`gemma_embed.train.optim.decay_groups`)."""
         opt = self.recipe.optimizer
-        params = [p for p in self.modules.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        groups = decay_groups((p for p in self.modules.parameters() if p.requires_grad), opt.weight_decay)
         return torch.optim.AdamW(groups, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
 
     def _make_sampler(self, index: int, state: dict[str, Any] | None = None) -> MixtureBatchSampler:
@@ -668,12 +665,15 @@ class Trainer:
     def _restore(self, path: Path) -> dict[str, Any]:
         """Load model, loss, optimizer, scheduler and RNG states from a checkpoint written by `save`; set the
         step and stage; return the sampler position."""
-        meta = read_json(path / STATE_JSON)
+        meta = read_checkpoint_json(path / STATE_JSON)
         if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
             raise CheckpointError(
                 f"{path / STATE_JSON}: not a gemma-embed training state (format {STATE_FORMAT})"
             )
-        saved, current = flat_items(meta.get("recipe") or {}), flat_items(self.recipe.training_dict())
+        saved_recipe = dict(meta.get("recipe") or {})
+        if "stages" in saved_recipe:  # states written before stage values were resolved record None
+            saved_recipe["stages"] = resolved_stage_records(saved_recipe["stages"])
+        saved, current = flat_items(saved_recipe), flat_items(self.recipe.training_dict())
         if differ := sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k)):
             raise CheckpointError(
                 f"{path} was written by a different recipe (differs in {', '.join(differ[:5])}); resume with "

@@ -19,8 +19,9 @@ import numpy as np
 
 from gemma_embed.errors import DataError
 from gemma_embed.eval.embedding import EmbedFn
-from gemma_embed.eval.io import find_split_file, read_lines, read_rows
+from gemma_embed.eval.io import find_split_file, read_rows
 from gemma_embed.eval.tasks.base import TaskType, normalize, top_k
+from gemma_embed.io.tables import read_lines
 
 
 @dataclass(frozen=True)

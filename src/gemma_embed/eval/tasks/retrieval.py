@@ -33,8 +33,9 @@ import numpy as np
 
 from gemma_embed.errors import DataError
 from gemma_embed.eval.embedding import EmbedFn
-from gemma_embed.eval.io import read_rows, require_file, split_candidates
+from gemma_embed.eval.io import read_rows, split_candidates
 from gemma_embed.eval.tasks.base import TaskType, normalize, top_k
+from gemma_embed.io.tables import require_file
 
 K_VALUES = (1, 3, 5, 10, 20, 100, 1000)
 

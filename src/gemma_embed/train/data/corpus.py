@@ -24,11 +24,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import DataError
 from gemma_embed.io.files import write_json
+from gemma_embed.io.tables import location, read_jsonl, write_jsonl
 from gemma_embed.paths import DATA_ENV, runs_dir
 from gemma_embed.paths import data_root as default_data_root
-from gemma_embed.train.data.pairs import location, read_jsonl, stable_id, write_jsonl
+from gemma_embed.train.data.pairs import stable_id
 from gemma_embed.train.data.sources import held_out, raw_texts, text_key
 
 TRAIN_FILE = "train.jsonl"
@@ -129,8 +131,6 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add `build-corpus [--out DIR] [--data DIR]` to the CLI."""
     parser = subparsers.add_parser("build-corpus", help="deduplicated raw-text corpus of ../shared/data")
-    parser.add_argument(
-        "--out", default=str(runs_dir() / "corpus"), help="output folder (default runs/corpus)"
-    )
+    add_out_arg(parser, default=str(runs_dir() / "corpus"), help="output folder (default runs/corpus)")
     parser.add_argument("--data", help=f"data root (default: ${DATA_ENV} or ../shared/data)")
     parser.set_defaults(func=_run)

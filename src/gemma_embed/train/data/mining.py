@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from gemma_embed.cli_args import add_device_arg, add_out_arg
 from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.io.files import write_json
-from gemma_embed.train.data.pairs import MANIFEST, Example, PairDataset, load_training_sets, read_json
+from gemma_embed.io.tables import read_json
+from gemma_embed.train.data.pairs import MANIFEST, Example, PairDataset, load_training_sets
 from gemma_embed.train.data.teacher import CachedTeacher, TeacherCache, TextEncoder, load_teacher
 
 DEFAULT_WINDOW = (10, 50)
@@ -217,7 +219,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("mine-negatives", help="add mined hard negatives to training sets")
     parser.add_argument("--model", required=True, help="sentence-transformers directory or gemma-embed model")
     parser.add_argument("--sets", required=True, help="folder written by build-training-sets")
-    parser.add_argument("--out", required=True, help="output folder for the mined sets")
+    add_out_arg(parser, required=True, help="output folder for the mined sets")
     parser.add_argument("--names", nargs="*", help="set names (default: all in the manifest)")
     parser.add_argument(
         "--window", type=int, nargs=2, default=list(DEFAULT_WINDOW), metavar=("START", "STOP")
@@ -231,7 +233,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
+    add_device_arg(parser)
     parser.add_argument(
         "--cache",
         metavar="DIR",

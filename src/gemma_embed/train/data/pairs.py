@@ -8,23 +8,17 @@ one batch is never used as an in-batch negative of itself. A dataset may give gr
 `query_id` / `positive_id`, e.g. the intent label of same-intent pairs or the image of caption pairs); they
 are hashed the same way, and examples sharing one are masked from each other.
 
-Readers: one per file format (`read_jsonl`, `read_delimited`, `read_parquet`, `read_json`, `read_lines`),
-shared by the converters of `gemma_embed.train.data.sources`, the corpus builder and `PairDataset.from_file`.
-Text files are UTF-8 (gzip-compressed when the name ends in `.gz`); a UTF-16 surrogate pair written as two
-3-byte sequences (CESU-8, found in the SNIPS files) is repaired rather than rejected.
+Files are read with `gemma_embed.io.tables` (one reader per format, shared with eval, search and the CLI).
 
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 import json
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gemma_embed.errors import ConfigError, DataError
-from gemma_embed.io.files import atomic_write
+from gemma_embed.io.tables import location, read_json, read_records, write_jsonl
 from gemma_embed.prompts import DEFAULT_PROMPTS
 
 DOCUMENT_PROMPT = DEFAULT_PROMPTS["document"]
@@ -60,124 +54,6 @@ def stable_id(text: str) -> int:
     """A stable signed 64-bit id of a string (BLAKE2b of its UTF-8 bytes), the same in every process."""
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
-
-
-# --------------------------------------------------------------------------------------------- files
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write one JSON object per line, atomically; returns the number of rows."""
-    count = 0
-    with atomic_write(path) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False))
-            handle.write("\n")
-            count += 1
-    return count
-
-
-def read_text(path: Path) -> str:
-    """The whole text of a UTF-8 file (`.gz`: gzip-compressed), BOM removed, CESU-8 surrogate pairs repaired."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            text = (
-                data.decode("utf-8", "surrogatepass").encode("utf-16-le", "surrogatepass").decode("utf-16-le")
-            )
-        except UnicodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc})") from exc
-    return text.removeprefix("\ufeff")
-
-
-def read_lines(path: Path) -> list[str]:
-    """The lines of a line-aligned text file, without line terminators (a final empty line is dropped)."""
-    lines = read_text(path).split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
-
-def read_json(path: Path) -> Any:
-    """A whole-file JSON document."""
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from exc
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a JSON-lines file."""
-    for lineno, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {lineno}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
-        yield lineno, record
-
-
-def read_delimited(
-    path: Path, *, delimiter: str = ",", fieldnames: Sequence[str] | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) of a CSV (`delimiter=","`, RFC 4180 quoting) or TSV file (`"\\t"`, no quoting).
-
-    Column names come from the header row unless `fieldnames` is given (for files without a header). TSV
-    files are read without quote handling because their texts contain unbalanced quotes (STS-B).
-    Surplus cells of ragged rows are ignored; a missing cell reads as None.
-    """
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting)
-    names = list(fieldnames) if fieldnames is not None else next(reader, None)
-    if names is None:
-        return
-    for cells in reader:
-        if not any(cell.strip() for cell in cells):
-            continue
-        padded = [*cells[: len(names)], *[None] * (len(names) - len(cells))]
-        yield reader.line_num, dict(zip(names, padded, strict=True))
-
-
-def read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number from 1, row) of a Parquet file (needs the pyarrow package)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError(
-            f"{path}: reading Parquet needs the pyarrow package (pip install pyarrow)"
-        ) from None
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
-    yield from enumerate(rows, start=1)
-
-
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a table file chosen by its name: .jsonl/.ndjson/.json (JSON lines), .csv, .tsv, .parquet."""
-    name = path.name.removesuffix(".gz")
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return read_jsonl(path)
-    if name.endswith(".csv"):
-        return read_delimited(path, delimiter=",")
-    if name.endswith(".tsv"):
-        return read_delimited(path, delimiter="\t")
-    if name.endswith(".parquet"):
-        return read_parquet(path)
-    raise DataError(f"{path}: unknown table format; use .jsonl, .csv, .tsv or .parquet")
-
-
-def location(path: Path, number: int) -> str:
-    """'file, line N' (or 'row N' for Parquet) for error messages."""
-    return f"{path}, {'row' if path.suffix == '.parquet' else 'line'} {number}"
 
 
 # --------------------------------------------------------------------------------------------- examples

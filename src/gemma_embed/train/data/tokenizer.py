@@ -47,6 +47,7 @@ from tokenizers import (
     trainers,
 )
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import ConfigError
 from gemma_embed.io.files import atomic_write, write_json
 from gemma_embed.paths import DATA_ENV, runs_dir
@@ -246,7 +247,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "build-tokenizer", help="train the small model's BPE tokenizer on the corpus"
     )
-    parser.add_argument("--out", required=True, help="output folder, e.g. runs/tokenizer")
+    add_out_arg(parser, required=True, help="output folder, e.g. runs/tokenizer")
     parser.add_argument(
         "--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="vocabulary size (default 32768)"
     )

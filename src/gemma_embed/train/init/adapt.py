@@ -23,11 +23,13 @@ from typing import Any
 
 import torch
 
+from gemma_embed.cli_args import add_device_arg, add_out_arg
 from gemma_embed.errors import CheckpointError
 from gemma_embed.io.checkpoint import Checkpoint, save_checkpoint
+from gemma_embed.io.decoder import load_decoder, save_decoder
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, GemmaEmbedConfig, preset
-from gemma_embed.model.decoder import GemmaDecoderLM, load_decoder, save_decoder
+from gemma_embed.model.decoder import GemmaDecoderLM
 from gemma_embed.model.encdec import EncoderDecoder
 from gemma_embed.paths import runs_dir
 from gemma_embed.train.init.pretrain import LoopConfig, loop_summary, pretrain_lm, train_ul2
@@ -139,9 +141,9 @@ def add_loop_args(parser: argparse.ArgumentParser, steps: int) -> None:
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (no bf16 autocast)")
     parser.add_argument("--freeze-embeddings", action="store_true", help="keep the token embeddings fixed")
     parser.add_argument("--work", type=Path, help="resumable training state (default: OUT-ul2 / OUT-lm)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_arg(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
-    parser.add_argument("--out", type=Path, required=True, help="output checkpoint directory")
+    add_out_arg(parser, type=Path, required=True, help="output checkpoint directory")
 
 
 def loop_config(args: argparse.Namespace) -> LoopConfig:

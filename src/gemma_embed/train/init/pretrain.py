@@ -30,12 +30,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from gemma_embed.errors import DataError
-from gemma_embed.io.checkpoint import read_json, read_tensors, tensors_for_saving
+from gemma_embed.io.checkpoint import read_checkpoint_json, read_tensors, tensors_for_saving
 from gemma_embed.io.files import atomic_directory, write_json
+from gemma_embed.io.tables import read_jsonl
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model.decoder import GemmaDecoderLM
 from gemma_embed.model.encdec import EncoderDecoder
-from gemma_embed.train.data.pairs import read_jsonl
+from gemma_embed.train.optim import decay_groups
 from gemma_embed.train.state import flatten_state, unflatten_state
 
 IGNORE = -100
@@ -242,7 +243,7 @@ def load_state(work: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -
     root = work / STATE_DIR
     if not (root / "state.json").is_file():
         return 0, []
-    state = read_json(root / "state.json")
+    state = read_checkpoint_json(root / "state.json")
     weights = read_tensors(root / "model.safetensors")
     expected = set(unique_state(model))
     if set(weights) != expected:
@@ -271,12 +272,8 @@ def train_loop(
         for name, param in model.named_parameters():
             if "embed_tokens" in name:
                 param.requires_grad_(False)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
+        decay_groups(model.parameters(), cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98)
     )
     step, losses = load_state(work, model, optimizer)
     write_json(work / "loop_config.json", asdict(cfg))

@@ -127,7 +127,8 @@ def variant_recipe(base: dict[str, Any], overrides: dict[str, Any], steps: int) 
 
 def run_variant(ablation: Ablation, variant: Variant, base: dict[str, Any]) -> Path:
     """Train (resuming) and evaluate one variant; its results file."""
-    from gemma_embed.cli import main
+    from gemma_embed.eval import EmbeddingCache, EmbeddingSource, build_task, load_encoder
+    from gemma_embed.eval.runner import run_tasks
     from gemma_embed.train.recipe import Recipe
     from gemma_embed.train.trainer import Trainer
 
@@ -141,19 +142,9 @@ def run_variant(ablation: Ablation, variant: Variant, base: dict[str, Any]) -> P
         final = Path(Trainer(recipe, ablation.output / variant.slug, resume=True).fit()["final"])
     results.parent.mkdir(parents=True, exist_ok=True)
     # bfloat16 compute: how the shipped model runs, and faster than float32 here
-    args = [
-        "eval",
-        "--model",
-        str(final),
-        "--task",
-        *ablation.tasks,
-        "--split",
-        "test",
-        "--dtype",
-        "bfloat16",
-    ]
-    if main([*args, "--output", str(results)]) != 0:
-        raise ConfigError(f"evaluating {final} failed")
+    encoder = load_encoder(str(final), backend="auto", device="cpu", dtype="bfloat16")
+    tasks = [build_task(name, split="test") for name in ablation.tasks]
+    run_tasks(tasks, EmbeddingSource(encoder, EmbeddingCache(), batch_size=32), output=results)
     return results
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import ConfigError, DataError
 
 
@@ -69,6 +70,6 @@ def register(subparsers: Any) -> None:
     """Add `learning-curves RUN ... --out FILE.png [--labels ...]`."""
     parser = subparsers.add_parser("learning-curves", help="plot training loss and dev scores of runs")
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders (with metrics.jsonl)")
-    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    add_out_arg(parser, type=Path, required=True, help="PNG file to write")
     parser.add_argument("--labels", nargs="+", help="one label per run (default: folder names)")
     parser.set_defaults(func=_run)

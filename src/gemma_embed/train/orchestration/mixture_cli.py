@@ -22,11 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import ConfigError
-from gemma_embed.train.orchestration.mixture_search import search_mixtures, write_mixtures
+from gemma_embed.train.orchestration.mixture_search import (
+    MIXTURES_FILE,
+    search_mixtures,
+    trial_dir,
+    write_mixtures,
+)
 from gemma_embed.train.recipe import Recipe
-
-MIXTURES_FILE = "mixtures.json"
 
 
 def searched_sets(recipe: Recipe) -> list[str]:
@@ -41,10 +45,6 @@ def trial_recipe(recipe: Recipe, weights: dict[str, float], steps: int | None) -
         recipe.stages[-1], mixture=dict(weights), steps=steps or recipe.stages[-1].steps
     )
     return dataclasses.replace(recipe, stages=[*recipe.stages[:-1], last])
-
-
-def trial_dir(out: Path, trial: int) -> Path:
-    return out / f"trial-{trial:03d}"
 
 
 def make_objective(recipe: Recipe, out: Path, steps: int | None) -> Callable[[dict[str, float]], float]:
@@ -97,7 +97,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recipe", type=Path, help="recipe whose last stage's mixture is searched")
-    parser.add_argument("--out", type=Path, required=True, help="folder for trials and mixtures.json")
+    add_out_arg(parser, type=Path, required=True, help="folder for trials and mixtures.json")
     parser.add_argument("--trials", type=int, default=20, help="training runs in all (default 20)")
     parser.add_argument("--steps", type=int, help="steps of the searched stage per trial (default: recipe)")
     parser.add_argument("--top-k", type=int, default=3, help="mixtures to keep for souping (default 3)")

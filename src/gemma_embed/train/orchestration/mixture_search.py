@@ -30,6 +30,14 @@ FORMAT, VERSION = "gemma-embed-mixtures", 1
 CORNER_WEIGHT = 0.8  # the near-corner start points give 80% to one dataset and share 20% among the others
 
 
+MIXTURES_FILE = "mixtures.json"  # the kept mixtures of a search, best first
+
+
+def trial_dir(out: Path, trial: int) -> Path:
+    """The run folder of one trial of a search."""
+    return out / f"trial-{trial:03d}"
+
+
 @dataclass(frozen=True)
 class MixtureResult:
     """A mixture (dataset name -> weight, summing to 1), its objective score and the trial that found it."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,15 @@ class _Lazy(dict):
         return self[key]
 
 
-def run_pipeline(stages: list[Stage], until: str | None = None, dry_run: bool = False) -> int:
-    from gemma_embed.cli import main  # the CLI imports this module
-
+def run_pipeline(
+    stages: list[Stage],
+    until: str | None = None,
+    dry_run: bool = False,
+    *,
+    run_command: Callable[[list[str]], int],
+) -> int:
+    """Run the stages not yet done, in order; `run_command(argv)` runs one gemma-embed command line and
+    returns its exit code (the CLI passes its own `main`: this module sits below the CLI)."""
     if until is not None and until not in {s.name for s in stages}:
         raise ConfigError(f"--until {until!r} is not a stage; stages: {', '.join(s.name for s in stages)}")
     for stage in stages:
@@ -103,7 +110,7 @@ def run_pipeline(stages: list[Stage], until: str | None = None, dry_run: bool = 
         else:
             print(line, flush=True)
             start = time.perf_counter()
-            code = main(stage.command)
+            code = run_command(stage.command)
             if code != 0:
                 print(f"[{stage.name}] failed with exit code {code}; fix it and run the pipeline again")
                 return code
@@ -119,7 +126,7 @@ def run_pipeline(stages: list[Stage], until: str | None = None, dry_run: bool = 
 
 
 def _run(args: argparse.Namespace) -> int:
-    return run_pipeline(load_pipeline(args.file), args.until, args.dry_run)
+    return run_pipeline(load_pipeline(args.file), args.until, args.dry_run, run_command=args.run_command)
 
 
 def register(subparsers: Any) -> None:

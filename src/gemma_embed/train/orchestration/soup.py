@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import CheckpointError, InputError
 from gemma_embed.io.files import atomic_directory
 
@@ -216,8 +217,7 @@ def soup_checkpoints(
 
 def searched_checkpoints(search_dir: Path) -> list[Path]:
     """The final checkpoints of the mixtures a `mixture-search` kept (best first)."""
-    from gemma_embed.train.orchestration.mixture_cli import MIXTURES_FILE, trial_dir
-    from gemma_embed.train.orchestration.mixture_search import read_mixtures
+    from gemma_embed.train.orchestration.mixture_search import MIXTURES_FILE, read_mixtures, trial_dir
 
     return [trial_dir(search_dir, r.trial) / "final" for r in read_mixtures(search_dir / MIXTURES_FILE)]
 
@@ -247,7 +247,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         metavar="DIR",
         help="also the final checkpoints of the mixtures a `mixture-search --out DIR` kept",
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output checkpoint directory")
+    add_out_arg(parser, required=True, type=Path, metavar="DIR", help="output checkpoint directory")
     parser.add_argument(
         "--weights",
         nargs="+",

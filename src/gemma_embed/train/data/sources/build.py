@@ -14,16 +14,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.io.files import write_json
+from gemma_embed.io.tables import write_jsonl
 from gemma_embed.paths import DATA_ENV
 from gemma_embed.paths import data_root as default_data_root
-from gemma_embed.train.data.pairs import (
-    MANIFEST,
-    Example,
-    PairDataset,
-    write_jsonl,
-)
+from gemma_embed.train.data.pairs import MANIFEST, Example, PairDataset
 from gemma_embed.train.data.sources.converters import SOURCES
 from gemma_embed.train.data.sources.heldout import HeldOut, held_out, text_key
 
@@ -146,7 +143,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "build-training-sets", help="convert ../shared/data into JSONL training sets"
     )
-    parser.add_argument("--out", required=True, help="output folder (under runs/)")
+    add_out_arg(parser, required=True, help="output folder (under runs/)")
     parser.add_argument(
         "--sets", nargs="*", help=f"set names (default: all default sets; known: {', '.join(SOURCES)})"
     )

@@ -35,15 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from gemma_embed.errors import ConfigError, DataError
-from gemma_embed.train.data.pairs import (
-    Example,
-    location,
-    prompts_for,
-    read_json,
-    read_jsonl,
-    read_lines,
-    stable_id,
-)
+from gemma_embed.io.tables import location, read_json, read_jsonl, read_lines
+from gemma_embed.train.data.pairs import Example, prompts_for, stable_id
 from gemma_embed.train.data.sources.files import (
     CODE_SEARCH,
     JAVA_CS,

@@ -9,15 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from gemma_embed.errors import DataError
+from gemma_embed.io.tables import location, read_delimited, read_json, read_jsonl, read_lines
 from gemma_embed.paths import DATA_ENV
-from gemma_embed.train.data.pairs import (
-    Example,
-    location,
-    read_delimited,
-    read_json,
-    read_jsonl,
-    read_lines,
-)
+from gemma_embed.train.data.pairs import Example
 
 STS_POSITIVE_SCORE = 4.0
 STSB_MT_LANGS = ("de", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh")

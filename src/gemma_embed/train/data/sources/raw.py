@@ -7,12 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from gemma_embed.io.tables import read_json, read_jsonl, read_lines
 from gemma_embed.paths import data_root as default_data_root
-from gemma_embed.train.data.pairs import (
-    read_json,
-    read_jsonl,
-    read_lines,
-)
 from gemma_embed.train.data.sources.converters import bge_zh, caption_pairs
 from gemma_embed.train.data.sources.files import (
     CODE_SEARCH,
