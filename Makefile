@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src tests $(wildcard bench)
 
-# Ranks a few documents, then searches 1,000 SciFact abstracts (index cached under runs/search/);
+# Ranks a few documents, then searches 500 SciFact abstracts (index cached under runs/search/);
 # make demo DEMO_ARGS=--full-scifact indexes all 5,183 (see python -m gemma_embed.demo --help).
 demo: $(STAMP)
 	$(BIN)/python -m gemma_embed.demo $(if $(MODEL),--model $(MODEL),) $(DEMO_ARGS)

@@ -14,9 +14,9 @@ from gemma_embed.errors import DataError
 if TYPE_CHECKING:
     from gemma_embed.search.corpus import Document
 
-# The demo's part of SciFact: 1,000 of its 5,183 abstracts, so that `make demo` embeds in about a minute on
+# The demo's part of SciFact: 500 of its 5,183 abstracts, so that `make demo` embeds in about a minute on
 # 2 cores; `scifact_demo(..., subset=None)` (`python -m gemma_embed.demo --full-scifact`) indexes them all.
-DEMO_SUBSET = 1000
+DEMO_SUBSET = 500
 EMBED_CHUNK = 64  # documents per progress-bar step
 
 DEMO_QUERIES: tuple[str, ...] = (
