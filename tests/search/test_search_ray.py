@@ -25,6 +25,12 @@ TOLERANCE = 1e-5
 RAY_INIT = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False, "configure_logging": False}
 
 
+@pytest.fixture(autouse=True)
+def no_usage_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray reports usage statistics to its servers unless told not to; tests send nothing off this machine.
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+
+
 @pytest.fixture
 def local_ray():
     ray.init(**RAY_INIT)
