@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gemma_embed.errors import CheckpointError, ConfigError
+from gemma_embed.quant.linear import PackedWeight, kernel_linear, kernel_max_rows, pack_weight
 
 BLOCK = 32
 SCHEMES: tuple[str, ...] = ("int8", "int4", "mixed")
@@ -223,7 +224,18 @@ class QuantLinear(_Quantized):
         return self.shape[0]
 
     def forward(self, x: Tensor) -> Tensor:
+        # Few rows (single queries): a kernel that reads the codes; many: dequantize once, then one matmul.
+        if x.numel() // x.shape[-1] <= kernel_max_rows(self.bits, x.dtype, x.device, self.shape[1]):
+            return kernel_linear(x, self.packed(x), self.outlier_columns, self.outlier_values)
         return F.linear(x, self.quantized().dequantize(x.dtype))
+
+    def packed(self, x: Tensor) -> PackedWeight:
+        """The codes in the int kernel's layout for x's device and dtype, built at the first small call
+        (a plain attribute, not state: never saved, rebuilt after a move)."""
+        packed = getattr(self, "_packed", None)
+        if packed is None or packed.device != x.device or packed.dtype != x.dtype:
+            packed = self._packed = pack_weight(self.codes, self.scales, self.bits, x.dtype)
+        return packed
 
 
 class QuantEmbedding(_Quantized):
