@@ -70,6 +70,17 @@ def _matryoshka(vectors: np.ndarray, dim: int | None) -> np.ndarray:
     return truncate_and_normalize(torch.from_numpy(np.asarray(vectors, dtype=np.float32)), dim).numpy()
 
 
+def _task_prompt(prompts: dict[str, str], task: str | None, prompt: str | None) -> str | None:
+    """The prompt string of `task` in a sentence-transformers model's prompts, or `prompt` as given."""
+    if task is not None and prompt is not None:
+        raise InputError("pass either task= or prompt=, not both")
+    if task is None:
+        return prompt
+    if task not in prompts:
+        raise InputError(f"unknown task {task!r}; this model's prompts: {', '.join(prompts) or 'none'}")
+    return prompts[task]
+
+
 class SentenceTransformerTeacher:
     """A local sentence-transformers model directory behind the `TextEncoder` signature (L2-normalized output,
     like `Embedder.encode`)."""
@@ -98,15 +109,7 @@ class SentenceTransformerTeacher:
         batch_size: int = 32,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        if task is not None and prompt is not None:
-            raise InputError("pass either task= or prompt=, not both")
-        if task is not None:
-            prompts = self.model.prompts or {}
-            if task not in prompts:
-                raise InputError(
-                    f"unknown task {task!r}; this model's prompts: {', '.join(prompts) or 'none'}"
-                )
-            prompt = prompts[task]
+        prompt = _task_prompt(self.model.prompts or {}, task, prompt)
         out = self.model.encode(
             list(texts),
             prompt=prompt or None,
@@ -145,14 +148,7 @@ class FastTeacher:
         batch_size: int = 32,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        if task is not None and prompt is not None:
-            raise InputError("pass either task= or prompt=, not both")
-        if task is not None:
-            if task not in self.prompts:
-                raise InputError(
-                    f"unknown task {task!r}; this model's prompts: {', '.join(self.prompts) or 'none'}"
-                )
-            prompt = self.prompts[task]
+        prompt = _task_prompt(self.prompts, task, prompt)
         # sentence-transformers prepends the prompt string to each text; so does this.
         return _matryoshka(self.model.encode([(prompt or "") + t for t in texts]), dim)
 
