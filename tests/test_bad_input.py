@@ -186,7 +186,7 @@ def test_cli_errors(tiny_checkpoint, tmp_path):
     )
     assert_one_line_error(run_cli("encode", "-m", ckpt, stdin=""), "no input texts")
     assert_one_line_error(
-        run_cli("encode", "-m", ckpt, "--format", "jsonl", stdin='{"text": 3}\n'), "<stdin>:1"
+        run_cli("encode", "-m", ckpt, "--format", "jsonl", stdin='{"text": 3}\n'), "<stdin>, line 1"
     )
     assert_one_line_error(
         run_cli("encode", "-m", ckpt, "-i", str(tmp_path / "none.txt")), "no such input file"

@@ -19,6 +19,7 @@ import numpy as np
 from gemma_embed.cli_args import DTYPE_HELP, add_model_args, add_out_arg, default_model, load_model
 from gemma_embed.errors import DataError, GemmaEmbedError, InputError
 from gemma_embed.io.files import atomic_write
+from gemma_embed.io.tables import parse_json_lines
 from gemma_embed.model import EmbeddingModel
 
 # Subcommands that live beside the code they drive; each module exposes register(subparsers).
@@ -62,18 +63,11 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
 def read_inputs(stream: TextIO, name: str, fmt: str, field: str) -> tuple[list[str], list[object]]:
     """Texts (and ids, when JSONL rows carry an `id`) from lines or JSONL."""
     texts, ids = [], []
-    for lineno, line in enumerate(stream, start=1):
-        line = line.rstrip("\n")
-        if fmt == "lines":
-            texts.append(line)
-            ids.append(len(ids))
-            continue
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{name}:{lineno}: not valid JSON ({exc.msg})") from exc
+    lines = (line.rstrip("\n") for line in stream)
+    if fmt == "lines":
+        texts = list(lines)
+        return _nonempty(texts, name), list(range(len(texts)))
+    for lineno, row in parse_json_lines(lines, name):
         if isinstance(row, str):
             texts.append(row)
             ids.append(len(ids))
@@ -82,11 +76,15 @@ def read_inputs(stream: TextIO, name: str, fmt: str, field: str) -> tuple[list[s
             ids.append(row.get("id", len(ids)))
         else:
             raise DataError(
-                f"{name}:{lineno}: expected a JSON string or an object with a string field {field!r}"
+                f"{name}, line {lineno}: expected a JSON string or an object with a string field {field!r}"
             )
+    return _nonempty(texts, name), ids
+
+
+def _nonempty(texts: list[str], name: str) -> list[str]:
     if not texts:
         raise DataError(f"{name}: no input texts")
-    return texts, ids
+    return texts
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

@@ -79,15 +79,21 @@ def read_json(path: Path, *, required: bool = True, error: type[GemmaEmbedError]
         raise error(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line of a JSON-lines file."""
-    for lineno, line in enumerate(read_lines(path), start=1):
+def parse_json_lines(lines: Iterable[str], where: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of JSON-lines text; `where` names the source in errors."""
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {lineno}: invalid JSON ({exc.msg})") from exc
+            raise DataError(f"{where}, line {lineno}: invalid JSON ({exc.msg})") from exc
+        yield lineno, value
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSON-lines file."""
+    for lineno, record in parse_json_lines(read_lines(path), str(path)):
         if not isinstance(record, dict):
             raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
         yield lineno, record
