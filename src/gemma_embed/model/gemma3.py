@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from gemma_embed.model import kernels
+from gemma_embed.model.attention import attention
 from gemma_embed.model.config import SLIDING, GemmaEmbedConfig
 
 M = TypeVar("M", bound=nn.Module)
@@ -116,9 +116,7 @@ class Attention(nn.Module):
         k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim))
         q, k = kernels.rotary(q, cos, sin).transpose(1, 2), kernels.rotary(k, cos, sin).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads
-        )
+        out = attention(q, k, v, mask, self.scale, self.num_heads != self.num_kv_heads)  # long: in blocks
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
 
 
