@@ -97,5 +97,10 @@ def test_two_processes_match_one_process(tmp_path, tiny_checkpoint):
             == 2
         )
         final, expected_final = final_weights(out), final_weights(tmp_path / "single")
+        # Adam divides by sqrt(v): where a gradient is near zero, the other summation order of the 2-rank
+        # reduction (1e-7 relative) becomes a visible part of a step. On the AVX-512 EPYC one embedding element
+        # of 16,384 ended 2.0e-5 apart after 3 steps at lr 1e-3, so the bound is 5% of one step (5e-5).
         for name, weight in expected_final.items():
-            torch.testing.assert_close(final[name], weight, rtol=1e-4, atol=1e-5, msg=f"{mode} final {name}")
+            torch.testing.assert_close(
+                final[name], weight, rtol=1e-4, atol=5e-5, msg=lambda m, n=name, k=mode: f"{k} final {n}: {m}"
+            )
