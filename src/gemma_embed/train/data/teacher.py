@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.eval.cache import EmbeddingCache, namespace, text_keys
-from gemma_embed.eval.encoders import detect_backend, model_identity
+from gemma_embed.eval.encoders import detect_backend, load_encoder, model_identity
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.paths import runs_dir
 from gemma_embed.train.data.corpus import TRAIN_FILE, read_corpus, sample_texts
@@ -86,18 +86,12 @@ class SentenceTransformerTeacher:
     like `Embedder.encode`)."""
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise ConfigError(
-                "a sentence-transformers teacher needs the sentence-transformers package "
-                "(pip install 'gemma-embed[reference]')"
-            ) from None
-
         folder = Path(path).expanduser()
         if not folder.is_dir():
             raise InputError(f"{folder}: not a sentence-transformers model directory")
-        self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        # The evaluation harness's wrapper: one place loads and calls sentence-transformers.
+        self.encoder = load_encoder(str(folder), backend="sentence-transformers", device=device)
+        self.model = self.encoder.model
         self.identity = model_identity("sentence-transformers", str(folder))
 
     def encode(
@@ -110,13 +104,7 @@ class SentenceTransformerTeacher:
         show_progress: bool | None = None,
     ) -> np.ndarray:
         prompt = _task_prompt(self.model.prompts or {}, task, prompt)
-        out = self.model.encode(
-            list(texts),
-            prompt=prompt or None,
-            batch_size=batch_size,
-            show_progress_bar=bool(show_progress),
-            convert_to_numpy=True,
-        )
+        out = self.encoder.encode(texts, prompt=prompt or None, batch_size=batch_size)
         return _matryoshka(out, dim)
 
 
