@@ -29,6 +29,7 @@ import argparse
 import importlib
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ from tqdm import tqdm
 from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.eval.cache import EmbeddingCache, namespace, text_keys
 from gemma_embed.eval.encoders import detect_backend, load_encoder, model_identity
+from gemma_embed.io.tables import read_json
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.paths import runs_dir
 from gemma_embed.train.data.corpus import TRAIN_FILE, read_corpus, sample_texts
@@ -81,18 +83,22 @@ def _task_prompt(prompts: dict[str, str], task: str | None, prompt: str | None) 
     return prompts[task]
 
 
-class SentenceTransformerTeacher:
-    """A local sentence-transformers model directory behind the `TextEncoder` signature (L2-normalized output,
-    like `Embedder.encode`)."""
+def _model_folder(path: str | Path) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a sentence-transformers model directory")
+    return folder
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise InputError(f"{folder}: not a sentence-transformers model directory")
-        # The evaluation harness's wrapper: one place loads and calls sentence-transformers.
-        self.encoder = load_encoder(str(folder), backend="sentence-transformers", device=device)
-        self.model = self.encoder.model
-        self.identity = model_identity("sentence-transformers", str(folder))
+
+class _PromptedTeacher(ABC):
+    """The `TextEncoder` signature over a model's own prompts: a task name or a literal prompt is prepended,
+    and the output is L2-normalized (Matryoshka-truncated when `dim` is given), like `Embedder.encode`."""
+
+    prompts: dict[str, str]
+
+    @abstractmethod
+    def _vectors(self, texts: Sequence[str], prompt: str | None, batch_size: int) -> np.ndarray:
+        """Vectors [len(texts), dim] of prompt + text (any scale: `encode` normalizes)."""
 
     def encode(
         self,
@@ -103,42 +109,40 @@ class SentenceTransformerTeacher:
         batch_size: int = 32,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        prompt = _task_prompt(self.model.prompts or {}, task, prompt)
-        out = self.encoder.encode(texts, prompt=prompt or None, batch_size=batch_size)
-        return _matryoshka(out, dim)
+        return _matryoshka(self._vectors(texts, _task_prompt(self.prompts, task, prompt), batch_size), dim)
 
 
-class FastTeacher:
-    """A BERT-style sentence-transformers directory (all-MiniLM-L6-v2) in bfloat16 with token-budget batches,
-    behind the `TextEncoder` signature; `batch_size` is ignored (batches are cut by `token_budget`)."""
+class SentenceTransformerTeacher(_PromptedTeacher):
+    """A local sentence-transformers model directory as a teacher, through the evaluation harness's wrapper
+    (one place loads and calls sentence-transformers)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        folder = _model_folder(path)
+        self.encoder = load_encoder(str(folder), backend="sentence-transformers", device=device)
+        self.model = self.encoder.model
+        self.prompts = dict(self.model.prompts or {})
+        self.identity = model_identity("sentence-transformers", str(folder))
+
+    def _vectors(self, texts: Sequence[str], prompt: str | None, batch_size: int) -> np.ndarray:
+        return self.encoder.encode(texts, prompt=prompt or None, batch_size=batch_size)
+
+
+class FastTeacher(_PromptedTeacher):
+    """A BERT-style sentence-transformers directory (all-MiniLM-L6-v2) in bfloat16 with token-budget batches;
+    `batch_size` is ignored (batches are cut by `token_budget`)."""
 
     def __init__(self, path: str | Path, token_budget: int = 8192) -> None:
         from gemma_embed.train.data.fast_teacher import TorchTeacher
 
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise InputError(f"{folder}: not a sentence-transformers model directory")
+        folder = _model_folder(path)
         self.model = TorchTeacher(folder, dtype=torch.bfloat16, token_budget=token_budget)
-        prompts_file = folder / "config_sentence_transformers.json"
-        self.prompts: dict[str, str] = {}
-        if prompts_file.is_file():
-            import json
-
-            self.prompts = json.loads(prompts_file.read_text()).get("prompts", {}) or {}
+        settings = read_json(folder / "config_sentence_transformers.json", required=False) or {}
+        self.prompts = settings.get("prompts") or {}
         self.identity = model_identity("sentence-transformers", str(folder), form="torch-bf16-budget")
 
-    def encode(
-        self,
-        texts: Sequence[str],
-        task: str | None = None,
-        prompt: str | None = None,
-        dim: int | None = None,
-        batch_size: int = 32,
-        show_progress: bool | None = None,
-    ) -> np.ndarray:
-        prompt = _task_prompt(self.prompts, task, prompt)
+    def _vectors(self, texts: Sequence[str], prompt: str | None, batch_size: int) -> np.ndarray:
         # sentence-transformers prepends the prompt string to each text; so does this.
-        return _matryoshka(self.model.encode([(prompt or "") + t for t in texts]), dim)
+        return self.model.encode([(prompt or "") + t for t in texts])
 
     @property
     def window(self) -> int:
