@@ -68,7 +68,7 @@ def worker(work: Path, path: str, queries: int, threads: int) -> dict:
 def kernel_table() -> str:
     import torch
 
-    from gemma_embed.quant.linear import kernel_linear, pack_weight
+    from gemma_embed.quant.linear import channel_int8, int8_linear
     from gemma_embed.quant.weights import quantize_tensor
 
     torch.set_num_threads(1)
@@ -83,19 +83,22 @@ def kernel_table() -> str:
             times.append(time.perf_counter() - start)
         return 1000 * sorted(times)[len(times) // 2]
 
-    rows_list = (1, 8, 29, 64, 128)
-    lines = ["| product, ms | " + " | ".join(map(str, rows_list)) + " |", "|---" * 6 + "|"]
+    rows_list = (1, 8, 29, 64, 128, 256, 512)
+    lines = ["| product, ms | " + " | ".join(map(str, rows_list)) + " |", "|---" * (len(rows_list) + 1) + "|"]
     with torch.inference_mode():
-        for bits in (4, 8):
+        int8 = channel_int8(quantize_tensor(weight, 8).dequantize())
+        for bits in (8, 4):
             q = quantize_tensor(weight, bits)
-            packed = pack_weight(q.codes, q.scales, bits, torch.bfloat16)
-            deq, kern = [], []
+            deq = []
             for rows in rows_list:
                 x = torch.randn(rows, 768).bfloat16()
                 deq.append(ms(lambda x=x, q=q: torch.nn.functional.linear(x, q.dequantize(torch.bfloat16))))
-                kern.append(ms(lambda x=x, p=packed: kernel_linear(x, p, None, None)))
-            lines.append(f"| int{bits} dequantize + mm | " + " | ".join(f"{v:.2f}" for v in deq) + " |")
-            lines.append(f"| int{bits} int kernel | " + " | ".join(f"{v:.2f}" for v in kern) + " |")
+            lines.append(f"| int{bits}: dequantize + bf16 mm | " + " | ".join(f"{v:.2f}" for v in deq) + " |")
+        product = []
+        for rows in rows_list:
+            x = torch.randn(rows, 768).bfloat16()
+            product.append(ms(lambda x=x: int8_linear(x, int8, None, None)))
+        lines.append("| int8 x int8 product | " + " | ".join(f"{v:.2f}" for v in product) + " |")
     return "\n".join(lines)
 
 

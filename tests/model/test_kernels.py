@@ -1,5 +1,6 @@
-"""The fused inference kernels: the same numbers as their eager definitions, used only in inference mode, a
-clean fallback when compilation fails, and GEMMA_EMBED_FUSED=0 keeps torch's compiler stack out of memory."""
+"""The fused inference kernels: the same numbers as their eager definitions, used only in inference mode and
+for inputs of at least FUSE_MIN_ELEMENTS values, a clean fallback when compilation fails, and
+GEMMA_EMBED_FUSED=0 keeps torch's compiler stack out of memory."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from gemma_embed.model import kernels
+
+
+@pytest.fixture(autouse=True)
+def fuse_every_size(monkeypatch):
+    """The tests' small tensors take the compiled path (except where a test says otherwise)."""
+    monkeypatch.setattr(kernels, "FUSE_MIN_ELEMENTS", 0)
 
 
 def reference_rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -61,6 +68,23 @@ def test_only_inference_mode_runs_compiled_kernels(monkeypatch):
     assert x.grad is not None
     with torch.no_grad():  # GradCache's first pass must equal its autograd recomputation: eager too
         kernels.rms_norm(x, torch.zeros(8), 1e-6)
+
+
+def test_inputs_under_the_size_threshold_run_eager(monkeypatch):
+    calls = []
+
+    def compiled(x, *args):
+        calls.append(x.shape)
+        return kernels.rms_norm_eager(x, *args)
+
+    monkeypatch.setattr(kernels, "FUSE_MIN_ELEMENTS", 4 * 8)
+    monkeypatch.setattr(kernels, "_compiled", {"rms_norm": compiled})
+    w = torch.zeros(8)
+    with torch.inference_mode():
+        kernels.rms_norm(torch.randn(3, 8), w, 1e-6)
+        assert calls == []
+        kernels.rms_norm(torch.randn(4, 8), w, 1e-6)  # at the threshold: compiled
+    assert calls == [torch.Size([4, 8])]
 
 
 def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch):

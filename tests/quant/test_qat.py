@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import gemma_embed
 from gemma_embed import cli as main_cli
 from gemma_embed.model import EmbeddingModel, preset
+from gemma_embed.quant.linear import KERNEL_ENV
 from gemma_embed.quant.qat import QATEmbedding, QATLinear, apply_qat, fake_quantize, qat_int4, qat_int8
 from gemma_embed.quant.weights import quantization_targets, quantize_model, quantize_tensor
 from gemma_embed.train.trainer import load_transform
@@ -65,9 +66,11 @@ def test_straight_through_gradient(bits: int) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4", "mixed"])
-def test_qat_forward_equals_the_quantized_model(scheme: str) -> None:
+def test_qat_forward_equals_the_quantized_model(scheme: str, monkeypatch) -> None:
     """Same parameter names and objects, norms untouched; the output equals the model whose weights are
-    replaced by their dequantized codes, and PTQ's QuantLinear/QuantEmbedding model."""
+    replaced by their dequantized codes, and PTQ's QuantLinear/QuantEmbedding model (on its dequantizing
+    path: at small batches it otherwise computes an int8 x int8 product, see quant/linear.py)."""
+    monkeypatch.setenv(KERNEL_ENV, "0")
     model = tiny_model().eval()
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
@@ -143,9 +146,12 @@ progress = false
     return recipe
 
 
-def test_train_with_qat_exports_a_float_checkpoint_that_quantizes(tiny_checkpoint, tmp_path, capsys) -> None:
+def test_train_with_qat_exports_a_float_checkpoint_that_quantizes(
+    tiny_checkpoint, tmp_path, capsys, monkeypatch
+) -> None:
     """`train --qat int4` trains differently from plain training; its final model is an ordinary float
-    checkpoint whose int4 PTQ embeds exactly as the QAT forward that was trained."""
+    checkpoint whose int4 PTQ embeds exactly as the QAT forward that was trained (on the dequantizing path)."""
+    monkeypatch.setenv(KERNEL_ENV, "0")
     recipe = write_recipe(tmp_path, tiny_checkpoint / "tokenizer.json")
     assert main_cli.main(["train", str(recipe), "--output", str(tmp_path / "qat"), "--qat", "int4"]) == 0
     assert main_cli.main(["train", str(recipe), "--output", str(tmp_path / "plain")]) == 0

@@ -93,6 +93,16 @@ def layer_rotary_tables(
     return tables
 
 
+def project(x: Tensor, layers: tuple[nn.Module, ...]) -> tuple[Tensor, ...]:
+    """`layer(x)` for each layer. Layers of one type that compute several projections of one input together
+    (quantized layers quantize x once and run one integer product) say so by a `project_together`
+    static method; the model needs to know nothing else of them."""
+    together = getattr(type(layers[0]), "project_together", None)
+    if together is not None and all(type(layer) is type(layers[0]) for layer in layers):
+        return together(x, layers)
+    return tuple(layer(x) for layer in layers)
+
+
 class Attention(nn.Module):
     """Grouped-query attention with per-head q/k RMSNorm before the rotary embedding."""
 
@@ -112,10 +122,11 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
         batch, length, _ = x.shape
         cos, sin = (table[:, None] for table in rotary)  # [L, 1, D]: broadcast over heads
-        q = self.q_norm(self.q_proj(x).view(batch, length, self.num_heads, self.head_dim))
-        k = self.k_norm(self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim))
+        q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
+        q = self.q_norm(q.view(batch, length, self.num_heads, self.head_dim))
+        k = self.k_norm(k.view(batch, length, self.num_kv_heads, self.head_dim))
         q, k = kernels.rotary(q, cos, sin).transpose(1, 2), kernels.rotary(k, cos, sin).transpose(1, 2)
-        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         out = attention(q, k, v, mask, self.scale, self.num_heads != self.num_kv_heads)  # long: in blocks
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
 
@@ -130,7 +141,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(kernels.gelu_tanh_mul(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(kernels.gelu_tanh_mul(*project(x, (self.gate_proj, self.up_proj))))
 
 
 class EncoderLayer(nn.Module):

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gemma_embed.errors import CheckpointError, ConfigError
-from gemma_embed.quant.linear import PackedWeight, kernel_linear, kernel_max_rows, pack_weight
+from gemma_embed.quant.linear import ChannelInt8Weight, channel_int8, int8_linear, int8_product_max_rows
 
 BLOCK = 32
 SCHEMES: tuple[str, ...] = ("int8", "int4", "mixed")
@@ -224,18 +224,39 @@ class QuantLinear(_Quantized):
         return self.shape[0]
 
     def forward(self, x: Tensor) -> Tensor:
-        # Few rows (single queries): a kernel that reads the codes; many: dequantize once, then one matmul.
-        if x.numel() // x.shape[-1] <= kernel_max_rows(self.bits, x.dtype, x.device, self.shape[1]):
-            return kernel_linear(x, self.packed(x), self.outlier_columns, self.outlier_values)
+        # Few rows (single queries): an int8 x int8 product; many: dequantize once, then one matmul.
+        if x.numel() // x.shape[-1] <= int8_product_max_rows(x.device):
+            return int8_linear(x, self.channel_int8(), self.outlier_columns, self.outlier_values)
         return F.linear(x, self.quantized().dequantize(x.dtype))
 
-    def packed(self, x: Tensor) -> PackedWeight:
-        """The codes in the int kernel's layout for x's device and dtype, built at the first small call
-        (a plain attribute, not state: never saved, rebuilt after a move)."""
-        packed = getattr(self, "_packed", None)
-        if packed is None or packed.device != x.device or packed.dtype != x.dtype:
-            packed = self._packed = pack_weight(self.codes, self.scales, self.bits, x.dtype)
-        return packed
+    @staticmethod
+    def project_together(x: Tensor, layers: tuple[QuantLinear, ...]) -> tuple[Tensor, ...]:
+        """`layer(x)` for layers that share the input x (q/k/v, gate/up): at small batches x is quantized once
+        and one int8 product runs against the layers' codes side by side (built once, kept on the first
+        layer); layers with outlier columns, and large batches, run one by one."""
+        small = x.numel() // x.shape[-1] <= int8_product_max_rows(x.device)
+        if not small or any(layer.outlier_columns is not None for layer in layers):
+            return tuple(layer(x) for layer in layers)
+        first = layers[0]
+        key = tuple(id(layer) for layer in layers)
+        cached = getattr(first, "_together", None)
+        if cached is None or cached[0] != key or cached[1].device != first.codes.device:
+            parts = [channel_int8(layer.quantized().dequantize(torch.float32)) for layer in layers]
+            joined = ChannelInt8Weight(
+                torch.cat([part.codes_t for part in parts], 1), torch.cat([part.scales for part in parts])
+            )
+            cached = first._together = (key, joined)
+        out = int8_linear(x, cached[1], None, None)
+        return out.split([layer.out_features for layer in layers], dim=-1)
+
+    def channel_int8(self) -> ChannelInt8Weight:
+        """The per-channel int8 codes of the int8 product, built from the blocks (outlier columns are zero
+        codes there) at the first small call: a plain attribute, not state (never saved, rebuilt after a move)."""
+        weight = getattr(self, "_channel_int8", None)
+        if weight is None or weight.device != self.codes.device:
+            blocks = QuantizedTensor(self.codes, self.scales, self.bits, self.shape, self.block)
+            weight = self._channel_int8 = channel_int8(blocks.dequantize(torch.float32))
+        return weight
 
 
 class QuantEmbedding(_Quantized):
