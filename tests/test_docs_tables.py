@@ -1,7 +1,8 @@
 """The tables of the docs that are copied from results files (docs/results/*.json) say what those files say:
 the model card's scores, Matryoshka and quantization tables, the quantization guide's tables, the load test
 in docs/benchmarks.md, and the missed targets the README lists. A results file re-measured without its table
-(or a table edited without its file) fails here."""
+(or a table edited without its file) fails here. The Matryoshka dims the card and docs/default-model.md state
+are the shipped model's (its gemma_embed.json, the dims it was trained at)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gemma_embed.export.card import stated_matryoshka_dims
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -49,13 +52,28 @@ def main_scores(name: str) -> dict[tuple[str, int], float]:
 
 TASKS = ("STSBenchmark", "SciFact", "Banking77Classification")
 CARD = DOCS / "model-card-mini.md"
+SHIPPED = REPO / "src" / "gemma_embed" / "models" / "gemma-embed-mini"
+
+
+def trained_dims() -> tuple[int, ...]:
+    """The shipped model's Matryoshka dims (gemma_embed.json, written from the trained config)."""
+    return tuple(json.loads((SHIPPED / "gemma_embed.json").read_text(encoding="utf-8"))["matryoshka_dims"])
+
+
+def test_card_and_docs_state_the_dims_the_shipped_model_was_trained_at():
+    dims = trained_dims()
+    stated = stated_matryoshka_dims(CARD.read_text(encoding="utf-8"))
+    assert len(stated) >= 3, stated  # the usage example, the architecture row and the Matryoshka table
+    assert set(stated) == {dims}, f"the card states {stated}; the shipped config {dims}"
+    assert tuple(int(d) for d in table(CARD, "dim")) == dims  # the table, read on its own
+    assert set(stated_matryoshka_dims((DOCS / "default-model.md").read_text(encoding="utf-8"))) == {dims}
 
 
 def test_card_scores_and_matryoshka_come_from_the_eval_results():
     scores = main_scores("gemma-embed-mini.json")
     assert table(CARD, "model")["gemma-embed-mini"] == [f"{scores[task, 384]:.4f}" for task in TASKS]
     matryoshka = table(CARD, "dim")
-    assert set(matryoshka) == {"384", "256", "128", "64"}
+    assert [int(d) for d in matryoshka] == sorted({dim for _, dim in scores}, reverse=True)  # all evaluated
     for dim, row in matryoshka.items():
         assert row == [f"{scores[task, int(dim)]:.4f}" for task in TASKS], dim
 

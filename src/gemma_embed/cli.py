@@ -163,6 +163,7 @@ def parameter_counts(model: EmbeddingModel) -> dict[str, int]:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from gemma_embed.dtypes import resolve_dtype
+    from gemma_embed.export.card import check_card_dims
     from gemma_embed.io.checkpoint import load_checkpoint, save_checkpoint
 
     card = None
@@ -171,6 +172,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise InputError(f"--card {args.card}: no such file")
         card = Path(args.card).read_text(encoding="utf-8")
     ckpt = load_checkpoint(args.model, dtype=resolve_dtype(args.dtype))
+    if card is not None:
+        check_card_dims(card, ckpt.model.config.matryoshka_dims, f"--card {args.card}")
     out = save_checkpoint(ckpt, args.out, overwrite=args.overwrite)
     if card is not None:
         with atomic_write(out / "README.md") as handle:
@@ -268,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint directory")
     add_out_arg(p, required=True, help="output checkpoint directory")
     p.add_argument("--dtype", default="bfloat16", help="float32 or bfloat16 (default bfloat16)")
-    p.add_argument("--card", help="markdown file copied to OUT/README.md")
+    p.add_argument(
+        "--card", help="markdown file copied to OUT/README.md (its Matryoshka dims must be the model's)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     p.set_defaults(func=cmd_convert)
 
