@@ -12,10 +12,10 @@ from test_mixture_cli import recipe_file  # noqa: F401 (fixture)
 
 import gemma_embed
 from gemma_embed import cli as main_cli
-from gemma_embed.errors import ConfigError
+from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.paths import data_root
 from gemma_embed.train.orchestration.ablation import load_ablation, main_scores, variant_recipe, write_report
-from gemma_embed.train.orchestration.pipeline import load_pipeline, run_pipeline
+from gemma_embed.train.orchestration.pipeline import default_times_path, load_pipeline, run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_pipeline_runs_missing_stages_and_skips_done_ones(tiny_checkpoint, tmp_path, capsys):
+def test_pipeline_runs_missing_stages_and_skips_done_ones(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default times file is relative to the working directory
     out = tmp_path / "bf16"
     file = write(
         tmp_path / "p.toml",
@@ -37,10 +38,79 @@ output = "{out}/config.json"
 command = ["convert", "{{src}}", "--out", "{out}"]
 """,
     )
+    assert main_cli.main(["pipeline", str(file), "--dry-run"]) == 0
+    times = default_times_path(file)
+    assert times == Path("runs", tmp_path.name, "p-times.json") and not times.exists()  # a plan only
     assert main_cli.main(["pipeline", str(file)]) == 0
     assert gemma_embed.load(str(out)).dtype == torch.bfloat16
+    assert [e["status"] for e in json.loads(times.read_text())["stages"]] == ["ran"]
     assert main_cli.main(["pipeline", str(file)]) == 0
     assert "(done:" in capsys.readouterr().out
+    assert [e["status"] for e in json.loads(times.read_text())["stages"]] == ["skipped"]
+
+
+def test_pipeline_prints_and_records_each_stage_time_across_resumed_runs(tmp_path, capsys):
+    done = write(tmp_path / "a.txt", "made earlier")
+    file = write(
+        tmp_path / "p.toml",
+        f"""[vars]
+dir = "{tmp_path}"
+[[stages]]
+name = "a"
+output = "{done}"
+command = ["touch", "{{dir}}/a.txt"]
+[[stages]]
+name = "b"
+output = "{tmp_path}/b.txt"
+command = ["touch", "{{dir}}/b.txt"]
+[[stages]]
+name = "c"
+output = "{tmp_path}/c.txt"
+command = ["touch", "{{dir}}/c.txt"]
+[[stages]]
+name = "d"
+output = "{tmp_path}/d.txt"
+command = ["touch", "{{dir}}/d.txt"]
+""",
+    )
+    broken = {"c"}
+
+    def run_command(argv: list[str]) -> int:  # trivial commands: "touch PATH" writes PATH; c fails at first
+        if Path(argv[1]).stem in broken:
+            return 3
+        Path(argv[1]).write_text("x")
+        return 0
+
+    times = tmp_path / "runs" / "times.json"
+    assert run_pipeline(load_pipeline(file), run_command=run_command, times=times) == 3
+    out = capsys.readouterr().out
+    assert "(done:" in out and "skipped" in out and "[b] done in " in out and "[c] failed" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert rows["a"].startswith("| a | skipped | - | - |") and rows["b"].startswith("| b | ran |")
+    assert rows["c"].startswith("| c | failed |") and rows["d"] == "| d | not run | - | - |"
+    assert rows["total"].startswith("| total |") and ">= " in rows["total"]  # a's build time is unknown
+    first = {e["name"]: e for e in json.loads(times.read_text())["stages"]}
+    assert [first[n]["status"] for n in "abcd"] == ["skipped", "ran", "failed", "not run"]
+    assert first["b"]["build_seconds"] == first["b"]["seconds"] is not None
+    assert first["c"]["build_seconds"] is None and first["c"]["seconds"] is not None
+
+    broken.clear()  # fixed: the same command resumes at c
+    assert run_pipeline(load_pipeline(file), run_command=run_command, times=times) == 0
+    second = json.loads(times.read_text())
+    entries = {e["name"]: e for e in second["stages"]}
+    assert [entries[n]["status"] for n in "abcd"] == ["skipped", "skipped", "ran", "ran"]
+    assert entries["b"]["seconds"] is None and entries["b"]["build_seconds"] == first["b"]["build_seconds"]
+    assert entries["b"]["built_at"] == first["b"]["built_at"] is not None  # kept from the run that built it
+    assert second["build_seconds_unknown"] == ["a"]
+    assert second["build_seconds"] == pytest.approx(sum(entries[n]["build_seconds"] for n in "bcd"), abs=0.2)
+    assert "| d | ran |" in capsys.readouterr().out
+
+
+def test_a_malformed_times_file_is_refused_in_one_line(tmp_path):
+    file = write(tmp_path / "p.toml", '[[stages]]\nname = "a"\noutput = "x"\ncommand = ["info"]')
+    times = write(tmp_path / "times.json", '{"stages": 1}')
+    with pytest.raises(DataError, match="not a pipeline times file"):
+        run_pipeline(load_pipeline(file), run_command=lambda argv: 0, times=times)
 
 
 def test_pipeline_reports_a_stage_that_writes_nothing(tiny_checkpoint, tmp_path, capsys):
@@ -193,6 +263,27 @@ def test_convert_with_a_missing_card_writes_nothing(tiny_checkpoint, tmp_path, c
     argv = ["convert", str(tiny_checkpoint), "--out", str(out), "--card", str(tmp_path / "nope.md")]
     assert main_cli.main(argv) == 2
     assert "no such file" in capsys.readouterr().err and not out.exists()
+
+
+def test_convert_refuses_a_card_whose_matryoshka_dims_are_not_the_models(tiny_checkpoint, tmp_path, capsys):
+    trained = " / ".join(map(str, gemma_embed.load(str(tiny_checkpoint)).dims))
+    good = write(
+        tmp_path / "good.md", f"# card\n`dim=`: Matryoshka: {trained}\n### Matryoshka\n\n| dim | x |\n"
+    )
+    bad = write(tmp_path / "bad.md", good.read_text().replace("Matryoshka: ", "Matryoshka: 999 / "))
+    out = tmp_path / "out"
+    argv = ["convert", str(tiny_checkpoint), "--out", str(out), "--card"]
+    assert main_cli.main([*argv, str(bad)]) == 2
+    assert f"states Matryoshka dims 999 / {trained}, but the model was trained at {trained}" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+    table = "".join(f"| {d} | 0.5 |\n" for d in trained.split(" / "))
+    write(good, good.read_text().replace("| dim | x |\n", f"| dim | x |\n|---|---|\n{table}"))
+    write(bad, good.read_text().replace(f"| {trained.split(' / ')[-1]} | 0.5 |", "| 7 | 0.5 |"))
+    assert main_cli.main([*argv, str(bad)]) == 2 and "states Matryoshka dims" in capsys.readouterr().err
+    assert main_cli.main([*argv, str(good)]) == 0
+    assert (out / "README.md").read_text() == good.read_text()
 
 
 @pytest.mark.parametrize(
