@@ -14,13 +14,17 @@ digits, so tokenized or lowercased copies are caught too):
   classification/clustering sets (AG News, CLINC150, SNIPS validate, TweetEval), the mini-BEIR queries and
   the XQuAD questions (the README lists XQuAD, all of it, as an evaluation set);
 - model selection (kept out of the default sets): STS-B dev in every language, SciFact train queries, CoSQA
-  retrieval dev queries.
+  retrieval dev queries;
+- test splits of the multilingual training datasets: the Multi30k test sets (every language), KorNLI's
+  XNLI test and OCNLI test (their train/dev splits are trained on).
 
 A set that is itself made of held-out texts (`stsb_dev`, `xquad_*`) is registered but not a default set;
 it is exempt only from its own group. Other rules: only train splits are used where a dataset has one
 (dev/test splits only where the snapshot has no train split and the dataset is not an evaluation set:
-SNLI, KorNLI, JNLI, JSQuAD, the MS-docs bitext); STS pairs are positives when the score is >= 4;
-pairs whose two sides are the same text after normalization are dropped, as are exact duplicates.
+SNLI, JNLI, JSQuAD, the MS-docs bitext; KorNLI: XNLI dev only, its test split is held out); STS pairs are
+positives when the score is >= 4; pairs whose two sides are the same text after normalization are dropped,
+as are exact duplicates. Bitext sets pair an English source (query) with its translation (positive): the
+source's teacher vector is the distillation target of both sides (`gemma_embed.losses.parallel_distillation`).
 
 """
 
@@ -43,6 +47,7 @@ from gemma_embed.train.data.sources.files import (
     MSDOCS,
     MSDOCS_LANGS,
     MULTI30K_LANGS,
+    MULTI30K_RAW,
     STS_POSITIVE_SCORE,
     STSB_MT_LANGS,
     XQUAD_LANGS,
@@ -193,7 +198,7 @@ def _msdocs_bitext(root: Path, lang: str) -> Iterator[Example]:
 
 
 def _multi30k(root: Path, lang: str) -> Iterator[Example]:
-    base = root / "multi30k" / "data" / "task1" / "raw"
+    base = root.joinpath(*MULTI30K_RAW)
     for english, other in aligned(
         required_file(base, "train.en.gz"), required_file(base, f"train.{lang}.gz")
     ):
@@ -360,13 +365,12 @@ _add(
 )
 _add(
     "kornli",
-    lambda r: _nli_examples(
-        row for s in ("dev", "test") for row in kornli(required_file(r, "kornli_xnli", f"xnli.{s}.ko.tsv"))
-    ),
+    lambda r: _nli_examples(kornli(required_file(r, "kornli_xnli", "xnli.dev.ko.tsv"))),
     task="sentence_similarity",
     lang="ko",
     licence="CC BY-SA 4.0 (KorNLUDatasets)",
-    description="KorNLI (XNLI dev+test): premise -> entailment, contradictions as hard negatives",
+    description="KorNLI (XNLI dev; the test split is held out): premise -> entailment, contradictions as hard "
+    "negatives",
 )
 _add(
     "jnli",

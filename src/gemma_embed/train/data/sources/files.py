@@ -17,6 +17,7 @@ STS_POSITIVE_SCORE = 4.0
 STSB_MT_LANGS = ("de", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "zh")
 XQUAD_LANGS = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
 MULTI30K_LANGS = ("de", "fr", "cs")
+MULTI30K_RAW = ("multi30k", "data", "task1", "raw")
 MSDOCS_LANGS = ("da", "lv", "no", "zh")
 CODE_SEARCH = ("codexglue", "Text-Code", "NL-code-search-WebQuery")
 JAVA_CS = ("codexglue", "Code-Code", "code-to-code-trans", "data")
@@ -206,6 +207,17 @@ def twitter_url_texts(root: Path) -> Iterator[str]:
     raw = required_file(base, "Twitter_URL_Corpus_testNew.larger.txt")
     for _, row in read_delimited(raw, delimiter="\t", fieldnames=("s1", "s2", "votes", "url")):
         yield from (row[k] for k in ("s1", "s2") if row[k])
+
+
+def multi30k_test_texts(root: Path) -> Iterator[str]:
+    """Every caption of the Multi30k test sets (test_2016_flickr, test_2017_flickr, test_2017_mscoco,
+    test_2018_flickr), in every language."""
+    base = root.joinpath(*MULTI30K_RAW)
+    paths = sorted(base.glob("test_*.gz"))
+    if not paths:
+        raise DataError(f"{base}: no test_*.gz files; point {DATA_ENV} at the shared data folder")
+    for path in paths:
+        yield from read_lines(path)
 
 
 def tatoeba_texts(root: Path) -> Iterator[str]:

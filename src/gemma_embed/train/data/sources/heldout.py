@@ -1,4 +1,5 @@
-"""The held-out texts: evaluation and model-selection splits that never reach a training set.
+"""The held-out texts: evaluation and model-selection splits, and the test splits of training datasets, that
+never reach a training set.
 
 Texts are compared by `text_key` (NFKC, case folding, letters and digits only), so tokenized or lowercased
 copies are caught too.
@@ -20,6 +21,10 @@ from gemma_embed.train.data.sources.files import (
     beir_texts,
     clinc150,
     cosqa_queries,
+    kornli,
+    multi30k_test_texts,
+    nli_jsonl,
+    pair_texts,
     required_file,
     scifact_queries,
     snips,
@@ -46,7 +51,7 @@ class HeldOutGroup:
     """Texts of one evaluation or model-selection split, as `text_key`s."""
 
     name: str
-    kind: str  # "evaluation" | "selection"
+    kind: str  # "evaluation" | "selection" | "test" (a test split of a training dataset)
     keys: frozenset[str]
 
 
@@ -78,6 +83,14 @@ _HELD_OUT: dict[str, tuple[str, Callable[[Path], Iterable[str]]]] = {
         "evaluation",
         lambda r: [
             q for lang in XQUAD_LANGS for q, _ in squad(required_file(r, "xquad", f"xquad.{lang}.json"))
+        ],
+    ),
+    "multilingual-test-splits": (
+        "test",
+        lambda r: [
+            *multi30k_test_texts(r),
+            *pair_texts(kornli(required_file(r, "kornli_xnli", "xnli.test.ko.tsv"))),
+            *pair_texts(nli_jsonl(required_file(r, "ocnli", "test.json"))),
         ],
     ),
     "stsb-dev": ("selection", lambda r: (text for _, text in sts_tagged(r, "dev", "valid"))),

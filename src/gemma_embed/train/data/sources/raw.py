@@ -16,6 +16,7 @@ from gemma_embed.train.data.sources.files import (
     MSDOCS,
     MSDOCS_LANGS,
     MULTI30K_LANGS,
+    MULTI30K_RAW,
     XQUAD_LANGS,
     LangText,
     banking77,
@@ -77,7 +78,7 @@ def _raw_qa(root: Path) -> Iterator[LangText]:
 
 def _raw_captions(root: Path) -> Iterator[LangText]:
     yield from tagged("en", example_texts(caption_pairs(root)))
-    raw = root / "multi30k" / "data" / "task1" / "raw"
+    raw = root.joinpath(*MULTI30K_RAW)
     for lang in ("en", *MULTI30K_LANGS):
         for path in sorted(raw.glob(f"*.{lang}.gz")):
             yield from tagged(lang, read_lines(path))
