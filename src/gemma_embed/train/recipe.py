@@ -13,7 +13,8 @@ values stop with the section and key too. Relative paths are relative to the wor
     [[data.sets]]      name (a converter of gemma_embed.train.data.sources) | name + file (+ task); max_rows
     [[stages]]         name (a preset of `STAGES` below), steps, batch_size, num_negatives,
                        size_exponent, mixture = {set = weight}, lr
-    [loss]             dims, tau, alpha, contrastive/spread_out/distillation weights, mse_weight, relational
+    [loss]             dims, tau, alpha, contrastive/spread_out/distillation/parallel_distillation weights,
+                       mse_weight, relational
     [teacher]          path | package; cache_dir, batch_size, prompts
     [optimizer]        lr, weight_decay, betas, eps, grad_clip, schedule, warmup_steps, min_lr_ratio
     [train]            precision, max_length, chunk_size (GradCache), grad_accum, parallel ("ddp" | "fsdp")
@@ -185,7 +186,11 @@ def resolved_stage_records(stages: Any) -> Any:
 
 @dataclass(frozen=True)
 class LossSection:
-    """Arguments of `gemma_embed.losses.EmbeddingGemmaLoss` (`dims` empty: the model's Matryoshka dims)."""
+    """Arguments of `gemma_embed.losses.EmbeddingGemmaLoss` (`dims` empty: the model's Matryoshka dims).
+
+    `parallel_distillation_weight` > 0: on batches of the bitext sets (task "bitext": an English source and its
+    translation), both sides are distilled to the teacher's vector of the source
+    (`gemma_embed.losses.parallel_distillation`) instead of `distillation_weight`'s per-text targets."""
 
     dims: list[int] = field(default_factory=list)
     tau: float = 0.05
@@ -193,10 +198,28 @@ class LossSection:
     contrastive_weight: float = 1.0
     spread_out_weight: float = 1.0
     distillation_weight: float = 0.0
+    parallel_distillation_weight: float = 0.0
     mse_weight: float = 0.0
     relational: str = ""
     relational_tau: float = 0.05
     distill_negatives: bool = True
+
+
+# Keys added to a section after runs were recorded, with the value that trains as those runs did: a
+# trainer.json written without them still resumes (`recorded_training_dict`).
+ADDED_KEYS: dict[str, dict[str, Any]] = {"loss": {"parallel_distillation_weight": 0.0}}
+
+
+def recorded_training_dict(record: dict[str, Any]) -> dict[str, Any]:
+    """The training settings recorded in a trainer.json as today's recipe records them: preset stage values
+    resolved (`resolved_stage_records`) and the keys of `ADDED_KEYS` a record lacks filled in."""
+    out = dict(record)
+    if "stages" in out:
+        out["stages"] = resolved_stage_records(out["stages"])
+    for section, defaults in ADDED_KEYS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**defaults, **out[section]}
+    return out
 
 
 @dataclass(frozen=True)
@@ -451,11 +474,12 @@ def validate(recipe: Recipe) -> None:
     _choice(loss.relational, RELATIONAL, "loss.relational")
     _check(all(d > 0 for d in loss.dims), "loss.dims must be positive")
     teacher = recipe.teacher
-    if loss.distillation_weight > 0:
-        _check(
-            bool(teacher.path) != bool(teacher.package),
-            "loss.distillation_weight > 0 needs exactly one of teacher.path and teacher.package",
-        )
+    for key in ("distillation_weight", "parallel_distillation_weight"):
+        if getattr(loss, key) > 0:
+            _check(
+                bool(teacher.path) != bool(teacher.package),
+                f"loss.{key} > 0 needs exactly one of teacher.path and teacher.package",
+            )
     _check(teacher.batch_size > 0, "teacher.batch_size must be > 0")
 
     opt = recipe.optimizer

@@ -5,7 +5,10 @@ One optimizer step (`Trainer.train_step`):
 1. `grad_accum` times: the mixture sampler hands out the next *global* batch (one dataset, the same on every
    rank); each rank keeps its equal shard of rows, adds the dataset's prompts and tokenizes queries, positives
    and hard negatives; the shard is embedded and `EmbeddingGemmaLoss` (contrastive + spread-out +
-   distillation, all-gathered over ranks) is backpropagated, scaled by 1 / grad_accum.
+   distillation, all-gathered over ranks) is backpropagated, scaled by 1 / grad_accum. With
+   `loss.parallel_distillation_weight` > 0, a batch of a bitext set (English source -> translation) is a
+   parallel batch: both sides are distilled to the teacher's vector of the source (only the sources are
+   embedded by the teacher).
    With `train.chunk_size` the embedding uses gradient caching (GradCache, Gao et al., 2021, "Scaling Deep
    Contrastive Learning Batch Size under Memory Limited Setup"): every text is embedded without a graph in
    sub-batches, the loss and its gradient with respect to the embeddings are computed on the whole batch,
@@ -104,7 +107,7 @@ from gemma_embed.train.data.tokenizer import save_tokenizer, train_tokenizer
 from gemma_embed.train.init.static import load_static, warm_start
 from gemma_embed.train.optim import decay_groups
 from gemma_embed.train.parallel import parallelize, set_gradient_sync
-from gemma_embed.train.recipe import Recipe, StageSection, resolved_stage_records
+from gemma_embed.train.recipe import Recipe, StageSection, recorded_training_dict
 from gemma_embed.train.state import flat_items, flatten_state, rng_state, set_rng_state, unflatten_state
 
 CHECKPOINTS = "checkpoints"
@@ -140,6 +143,16 @@ def load_sets(recipe: Recipe) -> dict[str, PairDataset]:
         dataset = dataset.subset(spec.max_rows, recipe.seed)
         out[spec.name] = dataset
     return out
+
+
+def bitext_sets(recipe: Recipe) -> set[str]:
+    """Names of the recipe's bitext sets (task "bitext": the query is the English source, the positive its
+    translation), the parallel sets of `loss.parallel_distillation_weight`."""
+    return {
+        spec.name
+        for spec in recipe.data.sets
+        if (spec.task if spec.file else sources.SOURCES[spec.name].task) == "bitext"
+    }
 
 
 def role_texts(datasets: dict[str, PairDataset]) -> Iterator[tuple[str, str]]:
@@ -238,6 +251,7 @@ class LocalBatch:
     query_ids: Tensor
     positive_ids: Tensor
     teacher: dict[str, Tensor | None] | None
+    parallel: bool = False  # a parallel batch: teacher holds the sources' vectors only, {"q": ...}
 
 
 class MetricsLog:
@@ -309,6 +323,12 @@ class Trainer:
         # Everything up to the optimizer is built identically on every rank, then each rank gets its own RNG.
         torch.manual_seed(recipe.seed)
         self.sets = load_sets(recipe)
+        self.parallel = bitext_sets(recipe) if recipe.loss.parallel_distillation_weight else set()
+        if recipe.loss.parallel_distillation_weight and not self.parallel:
+            raise ConfigError(
+                "loss.parallel_distillation_weight > 0 needs a bitext set in data.sets (a converter such as "
+                'multi30k_de, or a file with task = "bitext"); set it to 0 otherwise'
+            )
         model, tokenizer = self._build_model(resume_from)
         if recipe.model.static:  # a resumed run then loads its checkpoint over this
             warm_start(model, load_static(recipe.model.static), recipe.model.gate)
@@ -384,12 +404,21 @@ class Trainer:
     def _teacher_key(self, prompt: str, text: str) -> str:
         return apply_prompt(prompt, text) if self.recipe.teacher.prompts else text
 
+    def _teacher_texts(self) -> Iterator[tuple[str, str]]:
+        """(prompt, text) the teacher embeds: the English sources of the parallel sets (the target of both
+        sides), and with loss.distillation_weight every text of the other sets."""
+        for name, dataset in self.sets.items():
+            if name in self.parallel:
+                yield from ((dataset.query_prompt, example.query) for example in dataset.examples)
+            elif self.recipe.loss.distillation_weight:
+                yield from role_texts({name: dataset})
+
     def _build_teacher(self) -> TeacherTable | None:
-        """Teacher embeddings of every training text, computed once (rank 0 first) through the teacher cache."""
-        if not self.recipe.loss.distillation_weight:
+        """Teacher embeddings of the distilled texts, computed once (rank 0 first) through the teacher cache."""
+        if not (self.recipe.loss.distillation_weight or self.parallel):
             return None
         spec = self.recipe.teacher
-        keys = list(dict.fromkeys(self._teacher_key(p, t) for p, t in role_texts(self.sets)))
+        keys = list(dict.fromkeys(self._teacher_key(p, t) for p, t in self._teacher_texts()))
         with main_process_first():
             teacher, identity = load_teacher(teacher_path(self.recipe), device=str(self.device))
             cache = TeacherCache(teacher, identity, spec.cache_dir or None, batch_size=spec.batch_size)
@@ -405,6 +434,11 @@ class Trainer:
         projection = None
         if self.teacher is not None and self.teacher.vectors.shape[1] != self.config.embedding_dim:
             projection = DistillationProjection(self.config.embedding_dim, self.teacher.vectors.shape[1])
+            if world_size() > 1 and not spec.distillation_weight:
+                raise ConfigError(
+                    "a distillation projection trained by parallel batches alone is unused on other batches, "
+                    "which DDP/FSDP refuse: set loss.distillation_weight > 0 or use a teacher of the student's dim"
+                )
         return EmbeddingGemmaLoss(
             dims=dims,
             tau=spec.tau,
@@ -412,6 +446,7 @@ class Trainer:
             contrastive_weight=spec.contrastive_weight,
             spread_out_weight=spec.spread_out_weight,
             distillation_weight=spec.distillation_weight,
+            parallel_distillation_weight=spec.parallel_distillation_weight,
             projection=projection,
             mse_weight=spec.mse_weight,
             relational=spec.relational or None,
@@ -459,12 +494,16 @@ class Trainer:
             + [(batch.document_prompt, t) for row in batch.negatives[rows] for t in row]
         )
         sequences, _ = self.train_tokenizer.encode([apply_prompt(p, t) for p, t in roles])
-        teacher = None
-        if self.teacher is not None:
-            vectors = torch.from_numpy(self.teacher.get([self._teacher_key(p, t) for p, t in roles]))
+        teacher: dict[str, Tensor | None] | None = None
+        parallel = batch.dataset in self.parallel
+        if self.teacher is not None and (parallel or self.recipe.loss.distillation_weight):
+            looked_up = roles[:per_rank] if parallel else roles  # a parallel batch: its sources only
+            vectors = torch.from_numpy(self.teacher.get([self._teacher_key(p, t) for p, t in looked_up]))
             vectors = vectors.to(self.device)
             q, p, neg = vectors[:per_rank], vectors[per_rank : 2 * per_rank], vectors[2 * per_rank :]
-            teacher = {"q": q, "p": p, "neg": neg.view(per_rank, k, -1) if k else None}
+            teacher = {"q": q}
+            if not parallel:
+                teacher |= {"p": p, "neg": neg.view(per_rank, k, -1) if k else None}
         return LocalBatch(
             sequences=sequences,
             rows=per_rank,
@@ -472,6 +511,7 @@ class Trainer:
             query_ids=torch.from_numpy(batch.query_ids[rows]).to(self.device),
             positive_ids=torch.from_numpy(batch.positive_ids[rows]).to(self.device),
             teacher=teacher,
+            parallel=parallel,
         )
 
     def embed(self, sequences: list[list[int]]) -> Tensor:
@@ -491,6 +531,7 @@ class Trainer:
             q_ids=batch.query_ids,
             p_ids=batch.positive_ids,
             teacher=batch.teacher,
+            parallel=batch.parallel,
         )
 
     def forward_backward(self, batch: LocalBatch, *, sync: bool, scale: float) -> dict[str, float]:
@@ -670,9 +711,8 @@ class Trainer:
             raise CheckpointError(
                 f"{path / STATE_JSON}: not a gemma-embed training state (format {STATE_FORMAT})"
             )
-        saved_recipe = dict(meta.get("recipe") or {})
-        if "stages" in saved_recipe:  # states written before stage values were resolved record None
-            saved_recipe["stages"] = resolved_stage_records(saved_recipe["stages"])
+        # states written before stage values were resolved record None; older ones lack keys added since
+        saved_recipe = recorded_training_dict(dict(meta.get("recipe") or {}))
         saved, current = flat_items(saved_recipe), flat_items(self.recipe.training_dict())
         if differ := sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k)):
             raise CheckpointError(
