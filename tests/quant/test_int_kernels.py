@@ -53,6 +53,9 @@ def test_an_exactly_representable_product_is_exact() -> None:
     x[:, 0] = 127.0
     got = linear.int8_linear(x, linear.channel_int8(weight), None, None)
     assert torch.equal(got, x @ weight.T)
+    weight[3] = 0.0  # all-zero rows and channels give zeros, not NaN
+    x[1] = 0.0
+    assert torch.equal(linear.int8_linear(x, linear.channel_int8(weight), None, None), x @ weight.T)
 
 
 def test_shared_input_projections_equal_one_by_one() -> None:
