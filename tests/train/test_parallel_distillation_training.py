@@ -59,6 +59,15 @@ def test_recipe_weight_defaults_to_zero_needs_a_teacher_and_old_records_still_ma
     assert recorded_training_dict(weighted.training_dict()) == weighted.training_dict()
 
 
+def test_the_multilingual_recipe_distills_its_bitext_sets_only_to_their_sources():
+    recipe = Recipe.load(Path(__file__).resolve().parents[2] / "recipes" / "mini" / "multilingual.toml")
+    assert recipe.loss.parallel_distillation_weight > 0 and recipe.loss.distillation_weight == 0
+    parallel = bitext_sets(recipe)
+    assert {f"stsb_bitext_{lang}" for lang in ("de", "es", "fr", "ru", "zh")} | {"multi30k_de"} <= parallel
+    assert {"korsts", "jsts", "zh_stsb", "kornli", "ocnli"}.isdisjoint(parallel)
+    assert recipe.eval.split == "dev"
+
+
 def _write_sets(folder: Path) -> tuple[Path, Path]:
     """A bitext file ("translation" = the words reversed) and a retrieval pair file."""
     rng = random.Random(0)
