@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
@@ -71,6 +72,12 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def machine_name(facts: dict[str, Any]) -> str:
+    """A file-name-safe machine label: the CPU's first two words and its kind, e.g. `amd-epyc-avx512`."""
+    words = [w for w in re.split(r"[^a-z0-9]+", facts["cpu"].lower()) if w and w not in ("r", "tm")]
+    return "-".join([*words[:2], facts["kind"]])
 
 
 def describe(facts: dict[str, Any]) -> list[str]:

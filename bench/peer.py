@@ -32,7 +32,6 @@ import argparse
 import io
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # bench/speed.py: the text mix, peak RSS, the section writer
-from machine import describe, machine_facts  # bench/machine.py
+from machine import describe, machine_facts, machine_name  # bench/machine.py
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
@@ -302,12 +301,6 @@ def measure(name: str, job_file: Path, threads: int) -> dict[str, Any]:
 
 
 # ---- report --------------------------------------------------------------------------------------------
-
-
-def machine_name(facts: dict[str, Any]) -> str:
-    """A file-name-safe machine label: the CPU's first two words and its kind, e.g. `amd-epyc-avx512`."""
-    words = [w for w in re.split(r"[^a-z0-9]+", facts["cpu"].lower()) if w and w not in ("r", "tm")]
-    return "-".join([*words[:2], facts["kind"]])
 
 
 def best(results: dict[str, dict[str, Any]], prefix: str, key: str) -> str | None:

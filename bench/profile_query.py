@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/profile_query.py --work runs/profile-query             # 300m config
     .venv/bin/python bench/profile_query.py --work runs/profile-query --kernels   # + quantized-product table
+    ... --json docs/results/profile-query-<machine>.json                          # + a results file
 
 Builds (once, in --work) the random-weight `embeddinggemma-300m` checkpoint of `bench/speed.py` and its int8 /
 int4 folders, then per path (float32, bfloat16, and the int8 / int4 folders with `dtype=None`) one fresh
 process that loads, warms up (every query once, as the server's warm-up would), times `--queries` single
 SciFact test queries of varying length (p50 / p99 / max, ms), and profiles 20 of them with torch.profiler
-(the top operators by self CPU time). `--kernels` adds the quantized-product table of
+(the top operators by self CPU time); each query is also encoded alone (the small-batch path) for its
+cosine to the float32 path's vector. `--kernels` adds the quantized-product table of
 `gemma_embed/quant/linear.py` (one [1152, 768] matrix, one thread). Prints markdown.
 """
 
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_facts  # bench/machine.py
+
 PATHS = {"float32": ("checkpoint", "float32"), "bfloat16": ("checkpoint", "bfloat16")}
 PATHS |= {"int8 (dtype=None)": ("int8", None), "int4 (dtype=None)": ("int4", None)}
 
@@ -43,6 +47,7 @@ def worker(work: Path, path: str, queries: int, threads: int) -> dict:
     for text in texts:
         model.encode(text)
     warm_s = time.perf_counter() - start
+    vectors = [model.encode(text).tolist() for text in texts]  # one query per call: the small-batch path
     latencies, tokens = [], model.count_tokens(texts)
     for i in range(queries):
         start = time.perf_counter()
@@ -62,6 +67,7 @@ def worker(work: Path, path: str, queries: int, threads: int) -> dict:
         "p99": float(np.percentile(latencies, 99)),
         "max": max(latencies),
         "top": [(e.key, 100 * e.self_cpu_time_total / total) for e in events[:8]],
+        "vectors": vectors,
     }
 
 
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200, help="timed single queries per path")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--kernels", action="store_true", help="also the quantized-product table")
+    parser.add_argument("--json", type=Path, help="also write the results here (e.g. docs/results/...)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -137,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     build(args.work)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
     print(f"threads {args.threads}; {args.queries} single queries per path; ms\n")
-    print("| path | compute dtype | warm-up s | p50 | p99 | max | top operators (self CPU %) |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print(
+        "| path | compute dtype | warm-up s | p50 | p99 | max | cosine to float32, mean / min | top operators (self CPU %) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---|---|")
+    results, reference = {}, None
     for path in PATHS:
         cmd = [sys.executable, __file__, "--work", str(args.work), "--worker", path]
         cmd += ["--queries", str(args.queries), "--threads", str(args.threads)]
@@ -147,16 +157,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: path {path} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
             return 1
         r = json.loads(done.stdout.strip().splitlines()[-1])
+        vectors = np.asarray(r.pop("vectors"), dtype=np.float64)
+        reference = vectors if reference is None else reference  # the first path is float32
+        cosine = (vectors * reference).sum(1)  # both L2-normalized
+        r["cos_mean"], r["cos_min"] = float(cosine.mean()), float(cosine.min())
+        results[path] = r
         top = ", ".join(f"{name} {share:.0f}" for name, share in r["top"][:5])
         print(
             f"| {path} | {r['dtype']} | {r['warm_s']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
-            f"{r['max']:.1f} | {top} |",
+            f"{r['max']:.1f} | {r['cos_mean']:.5f} / {r['cos_min']:.5f} | {top} |",
             flush=True,
         )
     print(f"\nquery tokens min / median / max: {r['tokens']}; dtype=None reason: {r['reason']}")
+    facts = machine_facts()
+    report = {
+        "command": " ".join(["python bench/profile_query.py", *(argv or sys.argv[1:])]),
+        "machine": facts,
+    }
     if args.kernels:
         print("\none [1152, 768] block-32 matrix, bfloat16 activations, one thread, by input rows\n")
-        print(kernel_table())
+        report["kernels"] = kernel_table()
+        print(report["kernels"])
+    if args.json:
+        from gemma_embed.io.files import write_json
+
+        write_json(args.json, {**report, "threads": args.threads, "queries": args.queries, "paths": results})
+        print(f"\nwrote {args.json}")
     return 0
 
 
