@@ -52,10 +52,11 @@ def test_smoke_run_reports_every_path(tmp_path: Path) -> None:
     assert section.strip() in done.stdout
     assert "AVX-512:" in section and "torch " in section
 
-    paths_table, _, targets_table = section.partition("Targets of issue #6")
+    paths_table, _, targets_table = section.partition("Targets of issues #6 and #15")
     assert (
         "| gemma-int8 mean cosine |" in targets_table and "| int4 checkpoint on disk (MB) |" in targets_table
     )
+    assert "| best gemma-embed path (gemma-" in targets_table
     rows = {}
     for line in paths_table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
