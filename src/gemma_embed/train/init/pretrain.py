@@ -9,8 +9,11 @@
 
 Both use AdamW with linear warmup and cosine decay (to 10%), bf16 autocast (when enabled), gradient
 clipping, and step-level resumption: `WORK/state/` holds `model.safetensors`, `optimizer.safetensors` and
-`state.json` (step, losses, optimizer structure), written atomically every `save_every` steps. Batches
-come from a generator seeded by (seed, step), so a resumed run sees the same data as an uninterrupted one.
+`state.json` (step, losses, held-out curve, training seconds, optimizer structure), written atomically every
+`save_every` steps and when a time budget (`max_minutes`) ends a session. Batches come from a generator
+seeded by (seed, step), so a resumed run sees the same data as an uninterrupted one and ends with the same
+weights. With a held-out corpus, every `eval_every` steps the held-out cross-entropy of a fixed sample is
+added to the curve (`gemma_embed.train.init.evaluation`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +40,13 @@ from gemma_embed.io.tables import read_jsonl
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model.decoder import GemmaDecoderLM
 from gemma_embed.model.encdec import EncoderDecoder
+from gemma_embed.train.init.evaluation import IGNORE, Batch, HeldOut, spaced_windows, unigram_log_probs
 from gemma_embed.train.optim import decay_groups
 from gemma_embed.train.state import flatten_state, unflatten_state
 
-IGNORE = -100
 STATE_DIR = "state"
-Batch = dict[str, Tensor]
+# The seed of the UL2 noise of the held-out examples (fixed: the same examples at every evaluation).
+HELDOUT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class LoopConfig:
     mean_span: float = 3.0
     # Keep the token embeddings fixed (e.g. a static warm start that later stages rely on).
     freeze_embeddings: bool = False
+    # Held-out cross-entropy every `eval_every` steps (0: only at the start and the end) on `eval_windows`
+    # windows of `seq_len` held-out tokens (when a held-out corpus is given).
+    eval_every: int = 0
+    eval_windows: int = 256
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -98,11 +107,15 @@ def pad(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     return out
 
 
-def lm_batch(stream: Tensor, rng: random.Random, cfg: LoopConfig, tokenizer: TextTokenizer) -> Batch:
-    """Teacher-forced next-token batch: input `<bos> w[:-1]`, labels `w`."""
-    windows = sample_windows(stream, rng, cfg.batch_size, cfg.seq_len)
+def lm_examples(windows: Sequence[Sequence[int]], tokenizer: TextTokenizer) -> Batch:
+    """Teacher-forced next-token batch of `windows`: input `<bos> w[:-1]`, labels `w`."""
     inputs = [[tokenizer.bos_id, *w[:-1]] for w in windows]
     return {"input_ids": pad(inputs, tokenizer.pad_id), "labels": pad(windows, IGNORE)}
+
+
+def lm_batch(stream: Tensor, rng: random.Random, cfg: LoopConfig, tokenizer: TextTokenizer) -> Batch:
+    """A next-token batch of `cfg.batch_size` random windows of `cfg.seq_len` tokens."""
+    return lm_examples(sample_windows(stream, rng, cfg.batch_size, cfg.seq_len), tokenizer)
 
 
 def noise_spans(length: int, rng: random.Random, density: float, mean_span: float) -> list[tuple[int, int]]:
@@ -147,9 +160,21 @@ def prefix_lm(tokens: list[int], rng: random.Random, eos: int) -> tuple[list[int
 def ul2_batch(
     stream: Tensor, rng: random.Random, cfg: LoopConfig, tokenizer: TextTokenizer, sentinels: Sequence[int]
 ) -> Batch:
-    """A UL2 mixture batch for the encoder-decoder (teacher-forced decoder inputs `<bos> target[:-1]`)."""
+    """A UL2 mixture batch of `cfg.batch_size` random windows of `cfg.seq_len` tokens."""
+    windows = sample_windows(stream, rng, cfg.batch_size, cfg.seq_len)
+    return ul2_examples(windows, rng, cfg, tokenizer, sentinels)
+
+
+def ul2_examples(
+    windows: Sequence[list[int]],
+    rng: random.Random,
+    cfg: LoopConfig,
+    tokenizer: TextTokenizer,
+    sentinels: Sequence[int],
+) -> Batch:
+    """UL2 mixture examples of `windows` for the encoder-decoder (decoder inputs `<bos> target[:-1]`)."""
     sources, targets = [], []
-    for window in sample_windows(stream, rng, cfg.batch_size, cfg.seq_len):
+    for window in windows:
         if rng.random() < cfg.prefix_lm_rate:
             source, target = prefix_lm(window, rng, tokenizer.eos_id)
         else:
@@ -222,8 +247,23 @@ def lr_factor(step: int, cfg: LoopConfig) -> float:
     return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+@dataclass
+class RunState:
+    """What a session hands the next: the step reached, per-step losses, the held-out curve (points
+    {"step", "tokens", "heldout_ce"}) and the seconds spent in training steps (evaluations excluded)."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
 def save_state(
-    work: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, losses: list
+    work: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run: RunState,
+    heldout: HeldOut | None = None,
 ) -> None:
     tensors: dict[str, Tensor] = {}
     raw = optimizer.state_dict()  # per-parameter state is keyed by int; JSON keys are strings
@@ -235,14 +275,21 @@ def save_state(
     with atomic_directory(work / STATE_DIR, overwrite=True) as out:
         save_file(tensors_for_saving(unique_state(model)), str(out / "model.safetensors"))
         save_file(tensors_for_saving(tensors), str(out / "optimizer.safetensors"))
-        write_json(out / "state.json", {"step": step, "losses": losses, "optimizer": optim})
+        write_json(
+            out / "state.json",
+            {
+                **asdict(run),
+                "heldout": heldout.summary() if heldout is not None else None,
+                "optimizer": optim,
+            },
+        )
 
 
-def load_state(work: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[float]]:
-    """Restore a saved state into `model` and `optimizer`; (step, losses), or (0, []) when there is none."""
+def load_state(work: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> RunState:
+    """Restore a saved state into `model` and `optimizer`; a fresh RunState when there is none."""
     root = work / STATE_DIR
     if not (root / "state.json").is_file():
-        return 0, []
+        return RunState()
     state = read_checkpoint_json(root / "state.json")
     weights = read_tensors(root / "model.safetensors")
     expected = set(unique_state(model))
@@ -251,7 +298,12 @@ def load_state(work: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -
     model.load_state_dict(weights, strict=False)
     optim = unflatten_state(state["optimizer"], read_tensors(root / "optimizer.safetensors"))
     optimizer.load_state_dict({**optim, "state": {int(k): v for k, v in optim["state"].items()}})
-    return int(state["step"]), list(state["losses"])
+    return RunState(
+        int(state["step"]),
+        list(state["losses"]),
+        list(state.get("curve", [])),
+        float(state.get("train_seconds", 0.0)),
+    )
 
 
 def train_loop(
@@ -261,10 +313,15 @@ def train_loop(
     cfg: LoopConfig,
     work: Path,
     *,
+    heldout: HeldOut | None = None,
+    max_minutes: float | None = None,
     device: str | torch.device = "cpu",
     desc: str = "train",
 ) -> list[float]:
-    """Train `model` in place for `cfg.steps` steps (resuming from `work/state`); the per-step losses."""
+    """Train `model` in place towards `cfg.steps` steps (resuming from `work/state`); the per-step losses
+    so far. With `max_minutes`, the session saves its state and stops after the first step that ends past
+    that budget (call again to continue). With `heldout`, its cross-entropy is added to the saved curve at
+    step 0, every `cfg.eval_every` steps, and at the step a session stops."""
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
@@ -275,10 +332,22 @@ def train_loop(
     optimizer = torch.optim.AdamW(
         decay_groups(model.parameters(), cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98)
     )
-    step, losses = load_state(work, model, optimizer)
+    run = load_state(work, model, optimizer)
     write_json(work / "loop_config.json", asdict(cfg))
-    progress = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc=desc, disable=None)
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+
+    def evaluate() -> None:
+        if heldout is not None and (not run.curve or run.curve[-1]["step"] < run.step):
+            ce = heldout.cross_entropy(model, loss_fn, device)
+            tokens = run.step * cfg.batch_size * cfg.seq_len
+            run.curve.append({"step": run.step, "tokens": tokens, "heldout_ce": ce})
+            progress.write(f"{desc} step {run.step}: held-out cross-entropy {ce:.4f}")
+
+    progress = tqdm(range(run.step, cfg.steps), initial=run.step, total=cfg.steps, desc=desc, disable=None)
+    if run.step == 0:
+        evaluate()
     for step in progress:
+        started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg)
         batch = {k: v.to(device) for k, v in make_batch(random.Random(cfg.seed * 1_000_003 + step)).items()}
@@ -288,27 +357,76 @@ def train_loop(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{losses[-1]:.3f}")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_state(work, model, optimizer, step + 1, losses)
+        run.losses.append(loss.item())
+        run.step, run.train_seconds = step + 1, run.train_seconds + time.perf_counter() - started
+        progress.set_postfix(loss=f"{run.losses[-1]:.3f}")
+        stop = deadline is not None and time.monotonic() >= deadline
+        if stop or run.step == cfg.steps or (cfg.eval_every and run.step % cfg.eval_every == 0):
+            evaluate()
+        if stop or run.step % cfg.save_every == 0 or run.step == cfg.steps:
+            save_state(work, model, optimizer, run, heldout)
+        if stop:
+            progress.write(f"{desc}: time budget of {max_minutes:g} min reached at step {run.step}")
+            break
+    progress.close()
     model.eval()
-    return losses
+    return run.losses
+
+
+def heldout_sample(
+    path: Path,
+    stream: Tensor,
+    tokenizer: TextTokenizer,
+    cfg: LoopConfig,
+    to_batch: Callable[[list[list[int]]], Batch],
+) -> HeldOut:
+    """`cfg.eval_windows` evenly spaced windows of the held-out corpus at `path`, in batches of
+    `cfg.batch_size` made by `to_batch`, with the unigram baseline of the training `stream`."""
+    windows = spaced_windows(corpus_tokens(path, tokenizer), cfg.eval_windows, cfg.seq_len)
+    batches = [to_batch(windows[i : i + cfg.batch_size]) for i in range(0, len(windows), cfg.batch_size)]
+    return HeldOut.build(batches, unigram_log_probs(stream, tokenizer.vocab_size))
 
 
 def pretrain_lm(
-    model: GemmaDecoderLM, tokenizer: TextTokenizer, corpus: Path, cfg: LoopConfig, work: Path, **kw: Any
+    model: GemmaDecoderLM,
+    tokenizer: TextTokenizer,
+    corpus: Path,
+    cfg: LoopConfig,
+    work: Path,
+    heldout: Path | None = None,
+    **kw: Any,
 ) -> list[float]:
-    """Causal-LM pretraining of a decoder-only Gemma 3 on a JSONL corpus."""
+    """Causal-LM pretraining of a decoder-only Gemma 3 on a JSONL corpus (held-out cross-entropy on
+    `heldout`, a JSONL corpus of held-out texts)."""
     stream = corpus_tokens(corpus, tokenizer)
+    if heldout is not None:
+        kw["heldout"] = heldout_sample(
+            heldout, stream, tokenizer, cfg, lambda windows: lm_examples(windows, tokenizer)
+        )
     return train_loop(model, lambda rng: lm_batch(stream, rng, cfg, tokenizer), lm_loss, cfg, work, **kw)
 
 
 def train_ul2(
-    model: EncoderDecoder, tokenizer: TextTokenizer, corpus: Path, cfg: LoopConfig, work: Path, **kw: Any
+    model: EncoderDecoder,
+    tokenizer: TextTokenizer,
+    corpus: Path,
+    cfg: LoopConfig,
+    work: Path,
+    heldout: Path | None = None,
+    **kw: Any,
 ) -> list[float]:
-    """UL2 adaptation (span corruption + prefix-LM) of the encoder-decoder on a JSONL corpus."""
+    """UL2 adaptation (span corruption + prefix-LM) of the encoder-decoder on a JSONL corpus (held-out loss
+    on UL2 examples of `heldout` drawn with a fixed seed)."""
     stream, sentinels = corpus_tokens(corpus, tokenizer), sentinel_ids(tokenizer)
+    if heldout is not None:
+        rng = random.Random(HELDOUT_SEED)
+        kw["heldout"] = heldout_sample(
+            heldout,
+            stream,
+            tokenizer,
+            cfg,
+            lambda windows: ul2_examples(windows, rng, cfg, tokenizer, sentinels),
+        )
 
     def make_batch(rng: random.Random) -> Batch:
         return ul2_batch(stream, rng, cfg, tokenizer, sentinels)
