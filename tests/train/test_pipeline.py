@@ -15,7 +15,12 @@ from gemma_embed import cli as main_cli
 from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.paths import data_root
 from gemma_embed.train.orchestration.ablation import load_ablation, main_scores, variant_recipe, write_report
-from gemma_embed.train.orchestration.pipeline import default_times_path, load_pipeline, run_pipeline
+from gemma_embed.train.orchestration.pipeline import (
+    UNFINISHED_EXIT,
+    default_times_path,
+    load_pipeline,
+    run_pipeline,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,6 +111,24 @@ command = ["touch", "{{dir}}/d.txt"]
     assert "| d | ran |" in capsys.readouterr().out
 
 
+def test_a_stage_ended_by_its_time_budget_is_unfinished_not_failed(tmp_path, capsys):
+    file = write(
+        tmp_path / "p.toml",
+        f"""[[stages]]
+name = "long"
+output = "{tmp_path}/long.txt"
+command = ["touch", "{tmp_path}/long.txt"]
+""",
+    )
+    times = tmp_path / "times.json"
+    code = run_pipeline(load_pipeline(file), run_command=lambda argv: UNFINISHED_EXIT, times=times)
+    assert code == UNFINISHED_EXIT
+    out = capsys.readouterr().out
+    assert "[long] session ended by its time budget, state saved; run the pipeline again" in out
+    assert "failed" not in out
+    assert json.loads(times.read_text())["stages"][0]["status"] == "unfinished"
+
+
 def test_a_malformed_times_file_is_refused_in_one_line(tmp_path):
     file = write(tmp_path / "p.toml", '[[stages]]\nname = "a"\noutput = "x"\ncommand = ["info"]')
     times = write(tmp_path / "times.json", '{"stages": 1}')
@@ -143,7 +166,10 @@ def test_bad_pipeline_files_are_refused(tmp_path, text, message):
 def test_the_mini_pipeline_file_is_valid():
     stages = load_pipeline(REPO / "recipes" / "mini" / "pipeline.toml")
     assert [s.name for s in stages][:3] == ["corpus", "sets", "tokenizer"]
-    assert stages[-1].output.parts[:3] == ("src", "gemma_embed", "models")
+    # The build ends under runs/: the package copy is never a stage output (it exists in every clone, so
+    # such a stage would always be skipped).
+    assert stages[-1].name == "ship" and stages[-1].output.parts[:2] == ("runs", "mini")
+    assert not any(stage.output.parts[0] == "src" for stage in stages)
     for stage in stages:  # every command parses
         main_cli.build_parser().parse_args(stage.command)
     ablation = load_ablation(REPO / "recipes" / "mini" / "ablations.toml")

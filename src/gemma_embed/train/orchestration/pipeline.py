@@ -35,8 +35,9 @@ from typing import Any
 from gemma_embed.errors import ConfigError, DataError
 from gemma_embed.io.files import write_json
 from gemma_embed.io.tables import read_json
+from gemma_embed.train.init.adapt import UNFINISHED as UNFINISHED_EXIT  # a session ended by its time budget
 
-RAN, SKIPPED, FAILED, NOT_RUN = "ran", "skipped", "failed", "not run"
+RAN, SKIPPED, FAILED, NOT_RUN, UNFINISHED = "ran", "skipped", "failed", "not run", "unfinished"
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,12 @@ def run_pipeline(
                     f"[{stage.name}] finished but did not write {stage.output}: check the stage's output path"
                 )
                 code = 1
+            elif code == UNFINISHED_EXIT:
+                print(f"[{stage.name}] session ended by its time budget, state saved; run the pipeline again")
             elif code != 0:
                 print(f"[{stage.name}] failed with exit code {code}; fix it and run the pipeline again")
-            log.record(stage.name, FAILED if code else RAN, seconds)
+            status = RAN if code == 0 else UNFINISHED if code == UNFINISHED_EXIT else FAILED
+            log.record(stage.name, status, seconds)
             if code:
                 break
             print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
