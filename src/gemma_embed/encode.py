@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import warnings
@@ -19,6 +20,7 @@ from gemma_embed.model.config import GemmaEmbedConfig
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.prompts import apply_prompt, resolve_prompt
 from gemma_embed.quant.embeddings import check_precision, quantize_embeddings
+from gemma_embed.quant.weights import is_quantized
 
 LongText = Literal["truncate", "chunk"]
 # Padded tokens per forward pass. Measured on the 300m config, 2 cores: bf16 throughput is flat from 1k to 4k
@@ -26,6 +28,13 @@ LongText = Literal["truncate", "chunk"]
 # batches capped at 2048 padded tokens 6%.
 MAX_BATCH_TOKENS = 2048
 BUILTIN_MODELS_DIR = Path(__file__).parent / "models"
+# glibc's malloc raises its mmap threshold to the largest block freed (up to 32 MiB), so after the first pass
+# activations come from the heap, whose freed middle is kept, not returned: on the 300m int4 config that
+# held 26 MiB more at peak over 64 texts of the benchmark's mix, 138 MiB over 256 (bench/int4_memory.py;
+# docs/benchmarks.md, "Where int4 memory goes"). A fixed threshold (which
+# also stops the adjustment) keeps each block above it in its own map, returned to the system when freed.
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 DEFAULT_MODEL = "default"
 
 
@@ -265,6 +274,15 @@ def length_batches(ids: Sequence[Sequence[int]], batch_size: int, max_batch_toke
     return batches
 
 
+def return_freed_memory() -> bool:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD (see there), unless MALLOC_MMAP_THRESHOLD_ sets it;
+    whether it was set (False off glibc). Process-wide; `load` calls it for quantized checkpoints on CPU."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
 def load(
     path_or_name: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu", dtype: Any = None
 ) -> Embedder:
@@ -274,6 +292,9 @@ def load(
     CPUs that compute it fast (AMX, or a cached one-off probe), else in float32; see `gemma_embed.dtypes`;
     `Embedder.dtype_reason` says which applied), "float32" or "bfloat16".
     float16 is refused (EmbeddingGemma's activations overflow it).
+    A quantized checkpoint (the low-memory formats) on CPU also sets `return_freed_memory` for the process.
     """
     path = resolve_model_path(path_or_name)
+    if is_quantized(path) and torch.device(device).type == "cpu":
+        return_freed_memory()
     return Embedder(load_checkpoint(path, dtype=dtype, device=device), name_or_path=str(path_or_name))

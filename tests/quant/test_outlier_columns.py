@@ -80,7 +80,7 @@ def test_outliers_survive_save_and_load(outlier_checkpoint):
     stored = load_file(str(out / "model.safetensors"))
     assert stored["embed_tokens.weight" + OUTLIER_COLUMNS].tolist() == [model.config.hidden_size - 1]
     manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["version"] == 2 and manifest["tensors"]["embed_tokens.weight"]["outlier_columns"] == 1
+    assert manifest["version"] == 3 and manifest["tensors"]["embed_tokens.weight"]["outlier_columns"] == 1
     loaded = gemma_embed.load(out, dtype="float32")
     direct = quantize_tensor(model.model.encoder.embed_tokens.weight, 4).dequantize()
     torch.testing.assert_close(loaded.model.encoder.embed_tokens.quantized().dequantize(), direct)

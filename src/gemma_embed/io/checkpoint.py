@@ -40,6 +40,7 @@ from gemma_embed.prompts import DEFAULT_PROMPTS
 from gemma_embed.quant.weights import MANIFEST as QUANT_MANIFEST
 from gemma_embed.quant.weights import (
     SCALE_DTYPE,
+    QuantizedTensor,
     apply_quantized,
     holds_quantized,
     is_quantized,
@@ -220,7 +221,9 @@ def read_pooling(path: Path) -> int | None:
     return pooling.get("word_embedding_dimension", pooling.get("embedding_dimension"))
 
 
-def read_dense(path: Path) -> torch.Tensor:
+def read_dense(path: Path, quantized_root: Path | None = None) -> tuple[torch.Tensor, QuantizedTensor | None]:
+    """A Dense folder's weight, and its stored codes when `quantized_root` (the checkpoint of a quantized
+    head) lists them: then the weight is a meta placeholder of its shape (no float copy is made)."""
     cfg = read_checkpoint_json(path / "config.json")
     activation = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
     if not activation.endswith("Identity") or cfg.get("bias", True):
@@ -228,7 +231,13 @@ def read_dense(path: Path) -> torch.Tensor:
             f"{path}: only Dense layers without bias and with identity activation are supported "
             f"(found bias={cfg.get('bias', True)}, activation={activation})"
         )
-    weight = read_tensors(path / "model.safetensors", mapped=True).get("linear.weight")
+    tensors = read_tensors(path / "model.safetensors", mapped=True)
+    quantized = None
+    if quantized_root is not None:
+        folder = path.relative_to(quantized_root).as_posix()
+        tensors, stored, _ = split_quantized(quantized_root, tensors, folder)
+        quantized = stored.get("linear.weight")
+    weight = tensors.get("linear.weight")
     if weight is None:
         raise CheckpointError(f"{path / 'model.safetensors'}: tensor 'linear.weight' is missing")
     expected = (cfg.get("out_features"), cfg.get("in_features"))
@@ -236,7 +245,7 @@ def read_dense(path: Path) -> torch.Tensor:
         raise CheckpointError(
             f"{path}: 'linear.weight' has shape {tuple(weight.shape)}, config says {expected}"
         )
-    return weight
+    return weight, quantized
 
 
 def max_seq_length(root: Path, cfg_raw: dict[str, Any]) -> int:
@@ -260,7 +269,10 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
         raise CheckpointError(f"{root} does not exist")
     cfg_raw = read_checkpoint_json(root / "config.json")
     dense_dirs, pooling_dim = read_modules(root)
-    dense = [read_dense(d) for d in dense_dirs]
+    quantized_root = root if is_quantized(root) else None  # a `gemma-embed quantize` checkpoint
+    dense_read = [read_dense(d, quantized_root) for d in dense_dirs]
+    dense = [weight for weight, _ in dense_read]
+    head_quantized = {f"dense.{i}.weight": q for i, (_, q) in enumerate(dense_read) if q is not None}
     extra = read_checkpoint_json(root / EXTRA_FILE, required=False) or {}
     try:
         head = {
@@ -283,7 +295,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
 
     quantized = None
     stored = next(iter(tensors.values())).dtype if tensors else None
-    if is_quantized(root):  # a `gemma-embed quantize` checkpoint: "as stored" is its scales' bfloat16
+    if quantized_root is not None:  # "as stored" is its scales' bfloat16
         tensors, quantized, scheme = split_quantized(root, tensors)
         stored = SCALE_DTYPE
     choice = choose_dtype(dtype, stored=stored, device=device)
@@ -301,7 +313,7 @@ def load_checkpoint(path: str | Path, *, dtype: Any = None, device: str | torch.
     model.encoder.load_state_dict({k: v.to(target) for k, v in tensors.items()}, assign=True)
     model.head.load_state_dict({k: v.to(target) for k, v in head_state.items()}, assign=True)
     if quantized is not None:
-        apply_quantized(model, quantized, scheme)
+        apply_quantized(model, quantized, scheme, head_quantized)
     model.to(device).eval()
 
     tokenizer = TextTokenizer.from_file(
@@ -433,16 +445,19 @@ def save_quantized(checkpoint: Checkpoint, scheme: str, out: str | Path, *, over
     """Write `checkpoint` (a float `Checkpoint`) quantized with `scheme` as a checkpoint directory.
 
     The whole directory appears atomically: the float layout is written by `save_checkpoint` into a
-    temporary directory, whose `model.safetensors` is then replaced by the quantized tensors
-    (`gemma_embed.quant.weights.quantized_state`).
+    temporary directory, whose `model.safetensors` and Dense folders' `model.safetensors` are then replaced
+    by the quantized tensors (`gemma_embed.quant.weights.quantized_state`).
     """
-    tensors, manifest = quantized_state(checkpoint.model.encoder.state_dict(), scheme)
     with atomic_directory(Path(out), overwrite=overwrite, error=CheckpointError) as tmp:
         save_checkpoint(checkpoint, tmp, overwrite=True)  # tmp is empty: only the layout is written
-        save_file(
-            tensors_for_saving(tensors),
-            str(tmp / "model.safetensors"),
-            {"format": "pt", "quantization": scheme},
-        )
+        dense_dirs, _ = read_modules(tmp)
+        head = {
+            d.name: layer.weight for d, layer in zip(dense_dirs, checkpoint.model.head.dense, strict=True)
+        }
+        tensors, head_tensors, manifest = quantized_state(checkpoint.model.encoder.state_dict(), scheme, head)
+        metadata = {"format": "pt", "quantization": scheme}
+        save_file(tensors_for_saving(tensors), str(tmp / "model.safetensors"), metadata)
+        for folder, folder_tensors in head_tensors.items():
+            save_file(tensors_for_saving(folder_tensors), str(tmp / folder / "model.safetensors"), metadata)
         write_json(tmp / QUANT_MANIFEST, manifest)
     return Path(out)

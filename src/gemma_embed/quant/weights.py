@@ -22,7 +22,7 @@ layers and int8 for attention). Tensors (names as in the checkpoint):
     embed_tokens.weight                           8      4      4
     layers.*.self_attn.{q,k,v,o}_proj.weight      8      4      8
     layers.*.mlp.{gate,up,down}_proj.weight       8      4      4
-    head dense.{i}.weight (2_Dense, 3_Dense)      8      4      4   (in memory; stored float, see below)
+    head dense.{i}.weight (2_Dense, 3_Dense)      8      4      4   (in their folders, see below)
     every *norm.weight                            float  float  float
     ==========================================  =====  =====  =====
 
@@ -34,7 +34,9 @@ On disk: the usual checkpoint layout, where `model.safetensors` holds the float 
 quantized tensor NAME, `NAME.qcodes` (int8, or uint8 packed int4) and `NAME.qscales` (bfloat16) (and, when it
 has outlier columns, `NAME.qoutlier_columns` (int64 [k]) and `NAME.qoutlier_values` (bfloat16 [out, k])), and
 `quantization.json` is the manifest (format, scheme, block size, bits per tensor). The head's Dense layers
-stay float in their folders (1.5% of EmbeddingGemma's weights) and are quantized deterministically at load.
+(1.5% of EmbeddingGemma's weights) are stored the same way in their folders (`2_Dense/model.safetensors`:
+`linear.weight.qcodes`, ...), listed under the manifest's `head_tensors`, so a load makes no float copy of
+any quantized matrix (version 3; before it, the head was stored float and is quantized at load).
 Only safetensors and JSON are written or read; never pickle.
 """
 
@@ -56,8 +58,8 @@ BLOCK = 32
 SCHEMES: tuple[str, ...] = ("int8", "int4", "mixed")
 MANIFEST = "quantization.json"
 FORMAT = "gemma-embed-blockwise"
-FORMAT_VERSION = 2  # v2 added outlier columns; v1 checkpoints (none) still load
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # v2 added outlier columns, v3 the quantized head; v1 and v2 checkpoints still load
+READABLE_VERSIONS = (1, 2, 3)
 CODES, SCALES = ".qcodes", ".qscales"
 OUTLIER_COLUMNS, OUTLIER_VALUES = ".qoutlier_columns", ".qoutlier_values"
 QUANT_SUFFIXES = (CODES, SCALES, OUTLIER_COLUMNS, OUTLIER_VALUES)
@@ -364,15 +366,18 @@ def fits_outliers(q: QuantizedTensor) -> bool:
 
 
 def split_quantized(
-    root: Path, tensors: dict[str, Tensor]
+    root: Path, tensors: dict[str, Tensor], folder: str = ""
 ) -> tuple[dict[str, Tensor], dict[str, QuantizedTensor], str]:
-    """Encoder tensors of a quantized checkpoint -> (float tensors with meta placeholders for the
-    quantized ones, {name: QuantizedTensor}, scheme). Called by `load_checkpoint` through its hook."""
+    """Tensors of one file of a quantized checkpoint -> (float tensors with meta placeholders for the
+    quantized ones, {name: QuantizedTensor}, scheme). `folder`: "" for the encoder's `model.safetensors`,
+    else a head Dense folder (e.g. "2_Dense"), whose tensors the manifest lists under `head_tensors` (none
+    before version 3: that head is stored float). Called by `load_checkpoint`."""
     manifest = read_manifest(root)
     floats = {k: v for k, v in tensors.items() if not k.endswith(QUANT_SUFFIXES)}
     quantized: dict[str, QuantizedTensor] = {}
-    where = root / "model.safetensors"
-    for name, entry in manifest.get("tensors", {}).items():
+    where = root / folder / "model.safetensors"
+    entries = manifest.get("head_tensors", {}).get(folder, {}) if folder else manifest.get("tensors", {})
+    for name, entry in entries.items():
         codes, scales = tensors.get(name + CODES), tensors.get(name + SCALES)
         if codes is None or scales is None:
             raise CheckpointError(f"{where}: codes or scales of {name!r} are missing")
@@ -388,25 +393,54 @@ def split_quantized(
         floats[name] = torch.empty(shape, device="meta")
     extra = sorted(k for k in tensors if k.endswith(QUANT_SUFFIXES) and k.rsplit(".", 1)[0] not in quantized)
     if extra:
-        raise CheckpointError(f"{root / MANIFEST} does not list quantized tensor {extra[0]!r}")
+        raise CheckpointError(f"{root / MANIFEST} does not list quantized tensor {extra[0]!r} of {where}")
     return floats, quantized, manifest["scheme"]
 
 
-def apply_quantized(model: nn.Module, quantized: dict[str, QuantizedTensor], scheme: str) -> None:
-    """Install stored encoder tensors and quantize the rest (the head) per scheme (load-time hook)."""
+def apply_quantized(
+    model: nn.Module,
+    quantized: dict[str, QuantizedTensor],
+    scheme: str,
+    head: dict[str, QuantizedTensor] | None = None,
+) -> None:
+    """Install the stored encoder and head tensors (`head` by `dense.{i}.weight`); a head layer not in
+    `head` (stored float, before version 3) is quantized from its float weight (load-time hook)."""
     quantize_model(model.encoder, scheme, quantized)
-    quantize_model(model.head, scheme)
+    quantize_model(model.head, scheme, head)
 
 
 def quantized_state(
-    encoder_state: dict[str, Tensor], scheme: str
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    encoder_state: dict[str, Tensor], scheme: str, head: dict[str, Tensor] | None = None
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]], dict[str, Any]]:
     """The encoder's stored tensors quantized with `scheme` (codes, scales and outliers beside the float
-    tensors that stay float) and the `quantization.json` manifest describing them."""
+    tensors that stay float), those of each head Dense folder (`head`: {folder: its `linear.weight`}) and
+    the `quantization.json` manifest describing them."""
     bits_for("x.weight", scheme)  # validates the scheme before any work
+    tensors, entries = _quantized_tensors(encoder_state, scheme)
+    head_tensors: dict[str, dict[str, Tensor]] = {}
+    head_entries: dict[str, Any] = {}
+    for folder, weight in (head or {}).items():
+        head_tensors[folder], head_entries[folder] = _quantized_tensors({"linear.weight": weight}, scheme)
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "scheme": scheme,
+        "block_size": BLOCK,
+        "scale_dtype": str(SCALE_DTYPE).removeprefix("torch."),
+        "symmetric": True,
+        "int4_packing": "two codes per byte, offset 8, even input column in the low nibble",
+        "head": "Dense layers stored quantized in their folders (the tensors of head_tensors)",
+        "tensors": entries,
+        "head_tensors": head_entries,
+    }
+    return tensors, head_tensors, manifest
+
+
+def _quantized_tensors(state: dict[str, Tensor], scheme: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """One file's tensors quantized with `scheme` and their manifest entries (see `quantized_state`)."""
     tensors: dict[str, Tensor] = {}
     entries: dict[str, Any] = {}
-    for name, tensor in encoder_state.items():
+    for name, tensor in state.items():
         bits = bits_for(name, scheme)
         if bits is None or tensor.ndim != 2 or tensor.shape[1] % BLOCK:
             tensors[name] = tensor
@@ -420,15 +454,4 @@ def quantized_state(
                 q.outlier_values,
             )
             entries[name]["outlier_columns"] = q.outlier_columns.numel()
-    manifest = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "scheme": scheme,
-        "block_size": BLOCK,
-        "scale_dtype": str(SCALE_DTYPE).removeprefix("torch."),
-        "symmetric": True,
-        "int4_packing": "two codes per byte, offset 8, even input column in the low nibble",
-        "head": "Dense layers stored float in their folders; quantized at load with the same scheme",
-        "tensors": entries,
-    }
-    return tensors, manifest
+    return tensors, entries
