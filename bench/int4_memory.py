@@ -1,12 +1,22 @@
-"""Where the int4 path's memory goes: RSS and peak after each step of one encoding process.
+"""Where the int4 path's memory goes: resident memory after each stage of one encoding process, per setting.
 
-    .venv/bin/python bench/int4_memory.py --work runs/int4-memory      # GEMMA_EMBED_FUSED=0 (low memory)
-    .venv/bin/python bench/int4_memory.py --work runs/int4-memory --fused
+    .venv/bin/python bench/int4_memory.py --work runs/int4-memory --checkpoint runs/profile-query/checkpoint
 
-Builds (once, in --work) the random-weight `embeddinggemma-300m` checkpoint of `bench/speed.py`, its
-`gemma-embed quantize --scheme int4` folder and the benchmark's 256-text mix, then runs one fresh process
-that imports, loads the int4 folder, encodes one batch and then all texts, printing VmRSS, VmHWM and the
-anonymous / file-backed parts (MiB, from /proc/self/status, Linux only) after each step.
+Builds (once, in --work) the `gemma-embed quantize --scheme int4` folder of the random-weight
+`embeddinggemma-300m` checkpoint (--checkpoint, e.g. the one `bench/profile_query.py` builds; else built here
+as `bench/speed.py` does) and the benchmark's text mix (--texts, default 64 as `bench/peer.py`), then runs one
+fresh process per setting that imports torch, imports gemma_embed, loads the int4 folder, encodes one query,
+a first batch of 32 texts and then all texts, and reads /proc/self/status after each stage (Linux only):
+VmRSS, VmHWM (the peak so far), and the anonymous / file-backed parts, in MiB. After the last stage it also
+splits the resident memory by mapping (/proc/self/smaps: heap, other anonymous maps, the mapped weights
+file) and sums the model's tensors by kind (codes, scales, kernel copies). tracemalloc would see none of
+this: torch allocates outside Python's allocator.
+
+Settings: `eager` (GEMMA_EMBED_FUSED=0: no compiler stack, the low-memory configuration) and `fused` (the
+default), each as `load` runs it, `eager, no int kernels` (GEMMA_EMBED_INT_KERNELS=0 as well: every product
+dequantizes the blocks, so no per-channel int8 copy of the weights is built), and `glibc heap` (eager, the model loaded by `load_checkpoint` without
+`gemma_embed.encode.return_freed_memory`: glibc's adjusting mmap threshold, as before it was fixed).
+`--settings` picks some. Writes the table and, with --json, the numbers.
 """
 
 from __future__ import annotations
@@ -17,79 +27,215 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-STEPS = ("import torch, gemma_embed", "load(int4)", "first batch encoded", "all texts encoded")
+STAGES = (
+    "start",
+    "import torch",
+    "import gemma_embed",
+    "load(int4)",
+    "one query",
+    "first batch",
+    "all texts",
+)
+SETTINGS = {
+    "eager": {"GEMMA_EMBED_FUSED": "0"},
+    "eager, no int kernels": {"GEMMA_EMBED_FUSED": "0", "GEMMA_EMBED_INT_KERNELS": "0"},
+    "fused": {"GEMMA_EMBED_FUSED": "1"},
+    "glibc heap": {"GEMMA_EMBED_FUSED": "0"},
+}
+FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 
 
-def status_mib() -> dict[str, int]:
-    fields = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+def status_mib() -> dict[str, float]:
     lines = Path("/proc/self/status").read_text(encoding="utf-8").splitlines()
-    return {line.split(":")[0]: int(line.split()[1]) // 1024 for line in lines if line.startswith(fields)}
+    return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(FIELDS)}
 
 
-def worker(work: Path) -> None:
-    """One process: the steps of STEPS, a JSON line of /proc/self/status numbers after each."""
+def mappings_mib(weights: Path) -> dict[str, float]:
+    """Resident MiB by mapping: the heap, other anonymous maps, the mapped weights, shared libraries, rest."""
+    parts = {"heap": 0.0, "anonymous maps": 0.0, "mapped weights": 0.0, "libraries": 0.0, "other": 0.0}
+    kind = "other"
+    for line in Path("/proc/self/smaps").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
+            name = fields[5] if len(fields) > 5 else ""
+            kind = (
+                "heap"
+                if name == "[heap]"
+                else "anonymous maps"
+                if not name
+                else "mapped weights"
+                if name.endswith(".safetensors") and weights in Path(name).resolve().parents
+                else "libraries"
+                if ".so" in name
+                else "other"
+            )
+        elif fields and fields[0] == "Rss:":
+            parts[kind] += int(fields[1]) / 1024
+    return parts
+
+
+def tensors_mib(model: Any) -> dict[str, float]:
+    """MiB of the model's tensors by kind: codes, block scales, other state, kernel copies (plain attributes)."""
+    import torch
+
+    sums: dict[str, float] = {}
+    for module in model.modules():
+        state = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, tensor in state:
+            if tensor is not None:
+                kind = name if name in ("codes", "scales") else "float state"
+                sums[kind] = sums.get(kind, 0.0) + tensor.numel() * tensor.element_size() / 2**20
+        for name, value in vars(
+            module
+        ).items():  # kernel layouts built at the first call (e.g. _channel_int8)
+            held = [v for v in _tensors_in(value) if isinstance(v, torch.Tensor)]
+            if name.startswith("_") and held and not name.startswith(("_parameters", "_buffers")):
+                sums["kernel copies"] = (
+                    sums.get("kernel copies", 0.0) + sum(t.numel() * t.element_size() for t in held) / 2**20
+                )
+    return sums
+
+
+def _tensors_in(value: Any) -> list[Any]:
+    if isinstance(value, tuple | list):
+        return [t for v in value for t in _tensors_in(v)]
+    if hasattr(value, "__dataclass_fields__"):
+        return [t for f in value.__dataclass_fields__ for t in _tensors_in(getattr(value, f))]
+    return [value]
+
+
+def worker(work: Path, setting: str) -> None:
+    """One process: a JSON line of /proc/self/status numbers after each of STAGES, then the split."""
+    print(json.dumps(status_mib()), flush=True)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     print(json.dumps(status_mib()), flush=True)
     import gemma_embed
+    from gemma_embed.encode import Embedder
+    from gemma_embed.io.checkpoint import load_checkpoint
 
     print(json.dumps(status_mib()), flush=True)
-    model = gemma_embed.load(work / "int4")
+    folder = work / "int4"
+    model = Embedder(load_checkpoint(folder)) if setting == "glibc heap" else gemma_embed.load(folder)
     print(json.dumps(status_mib()), flush=True)
     texts = json.loads((work / "texts.json").read_text(encoding="utf-8"))
+    queries = json.loads((work / "queries.json").read_text(encoding="utf-8"))
+    model.encode(queries[0])
+    print(json.dumps(status_mib()), flush=True)
     model.encode(texts[:32])
     print(json.dumps(status_mib()), flush=True)
-    model.encode(texts)
+    vectors = model.encode(texts)
     print(json.dumps(status_mib()), flush=True)
+    split = {
+        "mappings": mappings_mib(folder.resolve()),
+        "tensors": tensors_mib(model.model),
+        "compiler imported": "torch._inductor" in sys.modules,
+    }
+    print(json.dumps(split), flush=True)
+    import numpy as np
+
+    np.save(work / f"vectors-{setting.replace(',', '').replace(' ', '-')}.npy", vectors)
 
 
-def build(work: Path) -> None:
-    """The checkpoint, its int4 folder and the text mix, unless --work has them already."""
-    if (work / "int4" / "config.json").is_file() and (work / "texts.json").is_file():
-        return
+def build(work: Path, checkpoint: Path | None, texts: int) -> None:
+    """The int4 folder and the text mix, unless --work has them already (a folder of an older format is
+    rebuilt: its head was quantized at load)."""
     import speed
 
-    import gemma_embed
-    from gemma_embed.io.checkpoint import save_quantized
-    from gemma_embed.io.files import atomic_write
-    from gemma_embed.model import preset
+    from gemma_embed.quant.weights import FORMAT_VERSION, MANIFEST
 
     pools = speed.text_pools()
-    checkpoint, _, _ = speed.build_checkpoint(
-        work, preset("embeddinggemma-300m"), pools, speed.FULL_TOKENIZER_VOCAB
-    )
-    save_quantized(
-        gemma_embed.load(checkpoint, dtype="float32").checkpoint, "int4", work / "int4", overwrite=True
-    )
-    mix = speed.text_mix(pools, 256)
-    with atomic_write(work / "texts.json") as handle:
-        json.dump([t for kind, _ in speed.MIX for t in mix[kind]], handle)
+    manifest = work / "int4" / MANIFEST
+    if not manifest.is_file() or json.loads(manifest.read_text())["version"] != FORMAT_VERSION:
+        import gemma_embed
+        from gemma_embed.io.checkpoint import save_quantized
+        from gemma_embed.model import preset
+
+        if checkpoint is None:
+            config = preset("embeddinggemma-300m")
+            checkpoint, _, _ = speed.build_checkpoint(work, config, pools, speed.FULL_TOKENIZER_VOCAB)
+        floats = gemma_embed.load(checkpoint, dtype="float32")
+        save_quantized(floats.checkpoint, "int4", work / "int4", overwrite=True)
+    from gemma_embed.io.files import atomic_write
+
+    mix = speed.text_mix(pools, texts)
+    for name, values in (
+        ("texts", [t for kind, _ in speed.MIX for t in mix[kind]]),
+        ("queries", mix["query"]),
+    ):
+        with atomic_write(work / f"{name}.json") as handle:
+            json.dump(values, handle)
+
+
+def measure(work: Path, setting: str, threads: int) -> dict[str, Any]:
+    env = {**os.environ, **SETTINGS[setting], "HF_HUB_OFFLINE": "1"}
+    env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--work", str(work), "--worker", setting]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"the {setting} process failed:\n{done.stderr[-2000:]}")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {"stages": dict(zip(STAGES, rows[:-1], strict=True)), **rows[-1]}
+
+
+def render(results: dict[str, dict[str, Any]]) -> str:
+    lines = ["| stage | " + " | ".join(f"{s}: RSS / peak" for s in results) + " |"]
+    lines.append("|---|" + "---:|" * len(results))
+    for stage in STAGES:
+        cells = [
+            f"{r['stages'][stage]['VmRSS']:.0f} / {r['stages'][stage]['VmHWM']:.0f}" for r in results.values()
+        ]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += ["", "After all texts, resident MiB by mapping and the model's tensors by kind:", ""]
+    for setting, r in results.items():
+        maps = ", ".join(f"{k} {v:.0f}" for k, v in r["mappings"].items())
+        held = ", ".join(f"{k} {v:.1f}" for k, v in r["tensors"].items())
+        lines.append(f"- {setting}: {maps}; tensors: {held}; compiler imported: {r['compiler imported']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for the built checkpoints (reused)")
-    parser.add_argument("--fused", action="store_true", help="keep the fused kernels on (default: off)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--work", type=Path, required=True, help="folder for the int4 folder and texts (reused)"
+    )
+    parser.add_argument("--checkpoint", type=Path, help="the float 300m checkpoint to quantize (else built)")
+    parser.add_argument(
+        "--texts", type=int, default=64, help="texts in the mix (default 64, as bench/peer.py)"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--worker", choices=list(SETTINGS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not Path("/proc/self/status").is_file():
         parser.error("needs Linux /proc/self/status")
     if args.worker:
-        worker(args.work)
+        worker(args.work, args.worker)
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    build(args.work)
-    env = {**os.environ, "GEMMA_EMBED_FUSED": "1" if args.fused else "0", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--work", str(args.work), "--worker"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode:
-        print(f"error: the measuring process failed:\n{done.stderr[-2000:]}", file=sys.stderr)
-        return 1
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    print(f"GEMMA_EMBED_FUSED={env['GEMMA_EMBED_FUSED']}; MiB\n")
-    print("| step | RSS | peak | anonymous / file-backed |\n|---|---:|---:|---|")
-    for step, row in zip(("start", *STEPS), rows, strict=True):
-        print(f"| {step} | {row['VmRSS']} | {row['VmHWM']} | {row['RssAnon']} / {row['RssFile']} |")
+    build(args.work, args.checkpoint, args.texts)
+    results = {}
+    for setting in args.settings:
+        print(f"measuring {setting} ...", file=sys.stderr, flush=True)
+        results[setting] = measure(args.work, setting, args.threads)
+    table = render(results)
+    print(table)
+    if args.json:
+        from gemma_embed.io.files import write_json
+
+        command = "python bench/int4_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        settings = {
+            "command": command,
+            "texts": args.texts,
+            "threads": args.threads,
+            "preset": "embeddinggemma-300m",
+        }
+        write_json(args.json, {"settings": settings, "results": results})
     return 0
 
 

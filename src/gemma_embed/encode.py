@@ -30,7 +30,7 @@ MAX_BATCH_TOKENS = 2048
 BUILTIN_MODELS_DIR = Path(__file__).parent / "models"
 # glibc's malloc raises its mmap threshold to the largest block freed (up to 32 MiB), so after the first pass
 # activations come from the heap, whose freed middle is kept, not returned: on the 300m int4 config that
-# held 26 MiB more at peak over 64 texts of the benchmark's mix, 138 MiB over 256 (bench/int4_memory.py;
+# held 26 and 115 MiB more at peak over 64 texts of the benchmark's mix in two runs (bench/int4_memory.py;
 # docs/benchmarks.md, "Where int4 memory goes"). A fixed threshold (which
 # also stops the adjustment) keeps each block above it in its own map, returned to the system when freed.
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
