@@ -14,8 +14,8 @@ this: torch allocates outside Python's allocator.
 
 Settings: `eager` (GEMMA_EMBED_FUSED=0: no compiler stack, the low-memory configuration) and `fused` (the
 default), each as `load` runs it, `eager, no int kernels` (GEMMA_EMBED_INT_KERNELS=0 as well: every product
-dequantizes the blocks, so no per-channel int8 copy of the weights is built), and `glibc heap` (eager, the model loaded by `load_checkpoint` without
-`gemma_embed.encode.return_freed_memory`: glibc's adjusting mmap threshold, as before it was fixed).
+dequantizes the blocks, so no per-channel int8 copy of the weights is built), and `glibc heap` (eager without `gemma_embed.encode.return_freed_memory`, glibc's adjusting mmap threshold;
+every other setting calls it after loading, the opt-in low-memory configuration).
 `--settings` picks some. Writes the table and, with --json, the numbers.
 """
 
@@ -115,12 +115,13 @@ def worker(work: Path, setting: str) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     print(json.dumps(status_mib()), flush=True)
     import gemma_embed
-    from gemma_embed.encode import Embedder
-    from gemma_embed.io.checkpoint import load_checkpoint
+    from gemma_embed.encode import return_freed_memory
 
     print(json.dumps(status_mib()), flush=True)
     folder = work / "int4"
-    model = Embedder(load_checkpoint(folder)) if setting == "glibc heap" else gemma_embed.load(folder)
+    model = gemma_embed.load(folder)
+    if setting != "glibc heap":
+        return_freed_memory()
     print(json.dumps(status_mib()), flush=True)
     texts = json.loads((work / "texts.json").read_text(encoding="utf-8"))
     queries = json.loads((work / "queries.json").read_text(encoding="utf-8"))

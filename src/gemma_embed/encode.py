@@ -20,7 +20,6 @@ from gemma_embed.model.config import GemmaEmbedConfig
 from gemma_embed.model.head import truncate_and_normalize
 from gemma_embed.prompts import apply_prompt, resolve_prompt
 from gemma_embed.quant.embeddings import check_precision, quantize_embeddings
-from gemma_embed.quant.weights import is_quantized
 
 LongText = Literal["truncate", "chunk"]
 # Padded tokens per forward pass. Measured on the 300m config, 2 cores: bf16 throughput is flat from 1k to 4k
@@ -32,7 +31,8 @@ BUILTIN_MODELS_DIR = Path(__file__).parent / "models"
 # activations come from the heap, whose freed middle is kept, not returned: on the 300m int4 config that
 # held 26 and 115 MiB more at peak over 64 texts of the benchmark's mix in two runs (bench/int4_memory.py;
 # docs/benchmarks.md, "Where int4 memory goes"). A fixed threshold (which
-# also stops the adjustment) keeps each block above it in its own map, returned to the system when freed.
+# also stops the adjustment) keeps each block above it in its own map, returned to the system when freed,
+# at a cost in speed (each such block is mapped and zeroed afresh), so it is opt-in: `return_freed_memory`.
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 DEFAULT_MODEL = "default"
@@ -276,7 +276,8 @@ def length_batches(ids: Sequence[Sequence[int]], batch_size: int, max_batch_toke
 
 def return_freed_memory() -> bool:
     """Fix glibc's mmap threshold at MMAP_THRESHOLD (see there), unless MALLOC_MMAP_THRESHOLD_ sets it;
-    whether it was set (False off glibc). Process-wide; `load` calls it for quantized checkpoints on CPU."""
+    whether it was set (False off glibc). Process-wide and opt-in (the lowest-memory way to run an int4
+    model, with GEMMA_EMBED_FUSED=0); single queries measured slower with it."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
@@ -292,9 +293,6 @@ def load(
     CPUs that compute it fast (AMX, or a cached one-off probe), else in float32; see `gemma_embed.dtypes`;
     `Embedder.dtype_reason` says which applied), "float32" or "bfloat16".
     float16 is refused (EmbeddingGemma's activations overflow it).
-    A quantized checkpoint (the low-memory formats) on CPU also sets `return_freed_memory` for the process.
     """
     path = resolve_model_path(path_or_name)
-    if is_quantized(path) and torch.device(device).type == "cpu":
-        return_freed_memory()
     return Embedder(load_checkpoint(path, dtype=dtype, device=device), name_or_path=str(path_or_name))
