@@ -1,18 +1,30 @@
-"""Multilingual training sources on a small data root made here: the parallel (Multi30k, stsb_multi_mt) and
-monolingual (KorSTS, JSTS, Chinese STS-B, KorNLI, OCNLI) converters read train (KorNLI: dev) splits only, and
-a sentence of any test split cannot enter a training set even when it also sits in a train file."""
+"""Multilingual and dev-split training sources on a small data root made here: the parallel (Multi30k,
+stsb_multi_mt) and monolingual (KorSTS, JSTS, Chinese STS-B, KorNLI, OCNLI) converters read train (KorNLI: dev)
+splits only, the sets with no train split (SNLI, JNLI, JSQuAD, MS-docs) read dev / valid only, and a sentence of
+any test split cannot enter a training set even when it also sits in a train file. On the real data, the raw
+corpus reader opens no test file."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from gemma_embed.io import tables
 from gemma_embed.paths import data_root
-from gemma_embed.train.data.sources import SOURCES, convert, held_out, text_key
-from gemma_embed.train.data.sources.files import MULTI30K_LANGS, STSB_MT_LANGS, XQUAD_LANGS
+from gemma_embed.train.data.sources import RAW_TEXTS, SOURCES, convert, held_out, raw_texts, text_key
+from gemma_embed.train.data.sources.files import (
+    CODE_SEARCH,
+    JAVA_CS,
+    MSDOCS,
+    MSDOCS_LANGS,
+    MULTI30K_LANGS,
+    STSB_MT_LANGS,
+    XQUAD_LANGS,
+)
 
 # Sentences of test splits copied into the train files below (one per kind of dataset, so that each
 # held-out group is needed): the held-out filter must drop their rows.
@@ -81,14 +93,16 @@ def _sts_files(root: Path) -> None:
         )
 
 
-def _nli_rows(split: str) -> list[tuple[str, str, str]]:
-    rows = [(f"{split} premise {i}.", f"{split} entailed {i}.", "entailment") for i in range(3)] + [
-        (f"{split} premise {i}.", f"{split} contradicted {i}.", "contradiction") for i in range(3)
+def _nli_rows(split: str, tag: str = "") -> list[tuple[str, str, str]]:
+    """NLI rows of one split; the other splits also hold a copy of the test premise `{tag}test premise 1.`."""
+    rows = [(f"{tag}{split} premise {i}.", f"{split} entailed {i}.", "entailment") for i in range(3)] + [
+        (f"{tag}{split} premise {i}.", f"{split} contradicted {i}.", "contradiction") for i in range(3)
     ]
-    if split in ("dev", "train"):
-        rows.append((NLI_LEAK, f"{split} entailed one.", "entailment"))
-        rows.append(("test premise 1.", f"{split} entailed copy.", "entailment"))
-    if split == "test":
+    if split != "test":
+        rows.append((f"{tag}test premise 1.", f"{split} entailed copy.", "entailment"))
+        if not tag:
+            rows.append((NLI_LEAK, f"{split} entailed one.", "entailment"))
+    elif not tag:
         rows.append((NLI_LEAK, "test entailed one.", "entailment"))
     return rows
 
@@ -119,6 +133,37 @@ def _multi30k_files(root: Path) -> None:
             raw / f"test_2016_flickr.{lang}.gz",
             _lines(CAPTION_LEAK if lang == "en" else f"{lang} leak.", "x."),
         )
+
+
+def _dev_split_files(root: Path) -> None:
+    """SNLI dev/test, JNLI and JSQuAD valid/test, MS-docs dev/test: each test split has one text that the
+    dev / valid split copies (`<set> test ... 1`)."""
+    for split in ("dev", "test"):
+        rows = _nli_rows(split, "snli ")
+        for name, column in (("s1", 0), ("s2", 1), ("labels", 2)):
+            _write(root / "snli_devtest_esnli" / f"{name}.{split}", _lines(*(r[column] for r in rows)))
+    for split in ("valid", "test"):
+        _write(
+            root / "jglue" / "jnli-v1.3" / f"{split}-v1.3.json",
+            _lines(
+                *(
+                    json.dumps({"sentence1": a, "sentence2": b, "label": c})
+                    for a, b, c in _nli_rows(split, "jnli ")
+                )
+            ),
+        )
+        qas = [(f"jsquad {split} question {i}?", f"jsquad {split} paragraph {i}.") for i in range(3)]
+        if split == "valid":
+            qas.append(("jsquad test question 1?", "jsquad valid paragraph 9."))
+        articles = [{"paragraphs": [{"context": p, "qas": [{"question": q}]}]} for q, p in qas]
+        _write(root / "jglue" / "jsquad-v1.3" / f"{split}-v1.3.json", json.dumps({"data": articles}))
+    for split in ("dev", "test"):
+        for lang in MSDOCS_LANGS:
+            for side in ("en", lang):
+                lines = [f"msdocs {split} {side} line {i}." for i in range(3)]
+                if split == "dev":
+                    lines.append(f"msdocs test {side} line 1.")
+                _write(root.joinpath(*MSDOCS, split, f"{lang}-en.{split}.{side}"), _lines(*lines))
 
 
 def _other_held_out_files(root: Path) -> None:
@@ -153,6 +198,22 @@ def _other_held_out_files(root: Path) -> None:
     squad = {"data": [{"paragraphs": [{"context": "A paragraph.", "qas": [{"question": "A question?"}]}]}]}
     for lang in XQUAD_LANGS:
         _write(root / "xquad" / f"xquad.{lang}.json", json.dumps(squad))
+    for side in ("a.toks", "b.toks"):
+        _write(root / "castorini_data" / "WikiQA" / "test" / side, _lines(f"wikiqa test {side}"))
+    _write(root / "conala" / "conala_test_500.json", json.dumps([{"intent": "conala test intent"}]))
+    for lang in ("es", "ja", "ru"):
+        _write(
+            root / "conala" / "mconala" / "dataset" / "test" / f"{lang}_test.json",
+            json.dumps([{"intent": f"{lang} intent", "rewritten_intent": None}]),
+        )
+    _write(root.joinpath(*CODE_SEARCH, "data", "test_webquery.json"), json.dumps([{"doc": "webquery test"}]))
+    for side in ("java", "cs"):
+        _write(root.joinpath(*JAVA_CS, f"test.java-cs.txt.{side}"), _lines(f"void test{side}() {{}}"))
+    for name in ("dc", "dd"):
+        _write(
+            root / "text2vec_zh" / "SOHU" / f"{name}-test.jsonl",
+            _lines(json.dumps({"sentence1": f"{name} 一", "sentence2": f"{name} 二", "label": 1})),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +222,7 @@ def small_root(tmp_path_factory) -> Path:
     _sts_files(root)
     _nli_files(root)
     _multi30k_files(root)
+    _dev_split_files(root)
     _other_held_out_files(root)
     return root
 
@@ -179,8 +241,8 @@ MULTILINGUAL = [
 
 def test_test_split_sentences_never_enter_a_multilingual_set(small_root):
     held = held_out(small_root)
-    assert held.groups["multilingual-test-splits"].kind == "test"
-    test_splits = held.groups["multilingual-test-splits"].keys
+    assert held.groups["training-test-splits"].kind == "test"
+    test_splits = held.groups["training-test-splits"].keys
     assert {text_key(CAPTION_LEAK), text_key(NLI_LEAK), text_key("test premise 1.")} <= test_splits
     assert text_key(LEAK) in held.groups["stsb-test"].keys and text_key(LEAK) not in test_splits
     for name in MULTILINGUAL:
@@ -235,3 +297,62 @@ def test_no_multi30k_or_kornli_test_sentence_in_the_real_sets():
         for example in examples:
             for text in (example.query, example.positive, *example.negatives):
                 assert text_key(text) not in test, (name, text)
+
+
+# (set, the dev / valid split's premise / question / source prefix, its test-split copy) of the sets that have
+# no train split in the snapshot
+DEV_SPLIT_SETS = [
+    ("snli", "snli dev premise", "snli test premise 1."),
+    ("jnli", "jnli valid premise", "jnli test premise 1."),
+    ("jsquad", "jsquad valid question", "jsquad test question 1?"),
+    *((f"msdocs_bitext_{lang}", "msdocs dev en line", "msdocs test en line 1.") for lang in MSDOCS_LANGS),
+]
+
+
+@pytest.mark.parametrize(("name", "prefix", "test_copy"), DEV_SPLIT_SETS)
+def test_sets_without_a_train_split_read_dev_only_and_drop_test_copies(small_root, name, prefix, test_copy):
+    held = held_out(small_root)
+    assert text_key(test_copy) in held.groups["training-test-splits"].keys
+    examples, stats = convert(name, small_root)
+    assert {e.query for e in examples} == {f"{prefix} {i}{test_copy[-1]}" for i in range(3)}
+    assert stats.held_out > 0, name  # the dev-side copy of the test text was read and dropped
+    for example in examples:
+        for text in (example.query, example.positive, *example.negatives):
+            assert "test" not in text, (name, text)
+
+
+# a test split in a path below the data root: a test/ folder or a file named test*, *test* or *.test.*, e.g.
+# sts-test.csv, xnli.test.ko.tsv, s1.test, test_2016_flickr.en.gz, es_test.json, dd-test.jsonl
+TEST_SPLIT = re.compile(r"(?:^|[/._-])test(?:[/._-]|$)")
+
+
+def test_the_test_split_pattern():
+    assert all(
+        TEST_SPLIT.search(path)
+        for path in (
+            "stsbenchmark/sts-test.csv",
+            "snli_devtest_esnli/s1.test",
+            "castorini_data/WikiQA/test/a.toks",
+            "multi30k/data/task1/raw/test_2016_flickr.en.gz",
+            "conala/conala_test_500.json",
+            "codexglue/Text-Code/NL-code-search-WebQuery/data/test_webquery.json",
+            "text2vec_zh/SOHU/dc-test.jsonl",
+        )
+    )
+    assert not any(TEST_SPLIT.search(path) for path in ("snli_devtest_esnli/s1.dev", "ocnli/train.10k.json"))
+
+
+@pytest.mark.skipif(not (ROOT / "README.md").is_file(), reason=f"shared data not found at {ROOT}")
+def test_the_raw_corpus_reads_no_test_split(monkeypatch):
+    read: list[str] = []
+    real_read_text = tables.read_text
+
+    def recording_read_text(path: Path, **kwargs) -> str:
+        read.append(path.relative_to(ROOT).as_posix())
+        return real_read_text(path, **kwargs)
+
+    monkeypatch.setattr(tables, "read_text", recording_read_text)
+    assert {source for source, _, _ in raw_texts(ROOT)} == set(RAW_TEXTS)
+    dev_splits = {"snli_devtest_esnli/s1.dev", "jglue/jnli-v1.3/valid-v1.3.json", "ocnli/dev.json"}
+    assert len(read) > 50 and dev_splits <= set(read)
+    assert [path for path in read if TEST_SPLIT.search(path)] == []

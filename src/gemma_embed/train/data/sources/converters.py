@@ -15,14 +15,17 @@ digits, so tokenized or lowercased copies are caught too):
   the XQuAD questions (the README lists XQuAD, all of it, as an evaluation set);
 - model selection (kept out of the default sets): STS-B dev in every language, SciFact train queries, CoSQA
   retrieval dev queries;
-- test splits of the multilingual training datasets: the Multi30k test sets (every language), KorNLI's
-  XNLI test and OCNLI test (their train/dev splits are trained on).
+- test splits of training datasets (`training-test-splits`; never trained on, whatever else is): the
+  Multi30k test sets (every language), KorNLI's XNLI test, OCNLI test, SNLI test, JNLI test, JSQuAD test
+  (questions and paragraphs), WikiQA test, the MS-docs bitext test (both sides), the CoNaLa and mCoNaLa test
+  intents, CodeSearch's test_webquery queries (CoSQA's test), the Java-C# test functions and the SOHU test
+  pairs.
 
 A set that is itself made of held-out texts (`stsb_dev`, `xquad_*`) is registered but not a default set;
-it is exempt only from its own group. Other rules: only train splits are used where a dataset has one
-(dev/test splits only where the snapshot has no train split and the dataset is not an evaluation set:
-SNLI, JNLI, JSQuAD, the MS-docs bitext; KorNLI: XNLI dev only, its test split is held out); STS pairs are
-positives when the score is >= 4; pairs whose two sides are the same text after normalization are dropped,
+it is exempt only from its own group. Other rules: no test split of any dataset is read. Only train splits
+are used where a dataset has one; where the snapshot has none and the dataset is not an evaluation set, the
+dev/valid split is used (SNLI dev, JNLI valid, JSQuAD valid, the MS-docs bitext dev, KorNLI's XNLI dev), and a
+dataset with only a test split (mCoNaLa) is not used at all; STS pairs are positives when the score is >= 4; pairs whose two sides are the same text after normalization are dropped,
 as are exact duplicates. Bitext sets pair an English source (query) with its translation (positive): the
 source's teacher vector is the distillation target of both sides (`gemma_embed.losses.parallel_distillation`).
 
@@ -57,6 +60,7 @@ from gemma_embed.train.data.sources.files import (
     banking77,
     cell,
     clinc150,
+    jglue_file,
     jsts,
     kornli,
     korsts,
@@ -188,13 +192,12 @@ def _java_cs(root: Path) -> Iterator[Example]:
 
 
 def _msdocs_bitext(root: Path, lang: str) -> Iterator[Example]:
-    base = root.joinpath(*MSDOCS)
-    for split in ("dev", "test"):
-        name = f"{lang}-en.{split}"
-        for english, other in aligned(
-            required_file(base, split, f"{name}.en"), required_file(base, split, f"{name}.{lang}")
-        ):
-            yield Example(english, other)
+    """MS-docs dev (the snapshot has no train split; its test split is held out): English -> translation."""
+    base = root.joinpath(*MSDOCS, "dev")
+    for english, other in aligned(
+        required_file(base, f"{lang}-en.dev.en"), required_file(base, f"{lang}-en.dev.{lang}")
+    ):
+        yield Example(english, other)
 
 
 def _multi30k(root: Path, lang: str) -> Iterator[Example]:
@@ -349,11 +352,12 @@ _add(
 )
 _add(
     "snli",
-    lambda r: _nli_examples(row for split in ("dev", "test") for row in snli(r, split)),
+    lambda r: _nli_examples(snli(r, "dev")),
     task="sentence_similarity",
     lang="en",
     licence="SNLI CC BY-SA 4.0; e-SNLI MIT",
-    description="SNLI dev+test: premise -> entailment, contradictions as hard negatives",
+    description="SNLI dev (no train split in the snapshot; the test split is held out): premise -> entailment, "
+    "contradictions as hard negatives",
 )
 _add(
     "ocnli",
@@ -374,15 +378,12 @@ _add(
 )
 _add(
     "jnli",
-    lambda r: _nli_examples(
-        row
-        for s in ("valid", "test")
-        for row in nli_jsonl(required_file(r, "jglue", "jnli-v1.3", f"{s}-v1.3.json"))
-    ),
+    lambda r: _nli_examples(nli_jsonl(jglue_file(r, "jnli", "valid"))),
     task="sentence_similarity",
     lang="ja",
     licence="CC BY-SA 4.0 (JGLUE)",
-    description="JGLUE JNLI valid+test: premise -> entailment, contradictions as hard negatives",
+    description="JGLUE JNLI valid (no train split in the snapshot; the test split is held out): premise -> "
+    "entailment, contradictions as hard negatives",
 )
 _add(
     "flickr8k",
@@ -410,7 +411,7 @@ for _lang in MSDOCS_LANGS:
         lang="en",
         doc_lang=_lang,
         licence="C-UDA (CodeXGLUE data)",
-        description=f"CodeXGLUE MS-docs dev+test: English -> {_lang}",
+        description=f"CodeXGLUE MS-docs dev (no train split in the snapshot; test held out): English -> {_lang}",
     )
 _add(
     "wikiqa",
@@ -438,15 +439,12 @@ _add(
 )
 _add(
     "jsquad",
-    lambda r: (
-        Example(q, p)
-        for s in ("valid", "test")
-        for q, p in squad(required_file(r, "jglue", "jsquad-v1.3", f"{s}-v1.3.json"))
-    ),
+    lambda r: (Example(q, p) for q, p in squad(jglue_file(r, "jsquad", "valid"))),
     task="question_answering",
     lang="ja",
     licence="CC BY-SA 4.0 (JGLUE)",
-    description="JGLUE JSQuAD valid+test: question -> paragraph",
+    description="JGLUE JSQuAD valid (no train split in the snapshot; the test split is held out): question -> "
+    "paragraph",
 )
 for _lang in XQUAD_LANGS:
     _add(

@@ -87,9 +87,14 @@ def korsts(root: Path, split: str) -> Iterator[ScoredPair]:
     return _scored(path, read_delimited(path, delimiter="\t"))
 
 
+def jglue_file(root: Path, task: str, split: str) -> Path:
+    """A JGLUE v1.3 file: task jsts / jnli / jsquad, split train / valid / test (JNLI, JSQuAD: no train)."""
+    return required_file(root, "jglue", f"{task}-v1.3", f"{split}-v1.3.json")
+
+
 def jsts(root: Path, split: str) -> Iterator[ScoredPair]:
     """JGLUE JSTS: JSON lines with sentence1, sentence2, label (0-5)."""
-    path = required_file(root, "jglue", "jsts-v1.3", f"{split}-v1.3.json")
+    path = jglue_file(root, "jsts", split)
     return _scored(path, read_jsonl(path), score="label")
 
 
@@ -209,6 +214,12 @@ def twitter_url_texts(root: Path) -> Iterator[str]:
         yield from (row[k] for k in ("s1", "s2") if row[k])
 
 
+def wikiqa_texts(root: Path, split: str) -> Iterator[str]:
+    """Questions (a.toks) and candidate answer sentences (b.toks) of one WikiQA split."""
+    for name in ("a.toks", "b.toks"):
+        yield from required_lines(root, "castorini_data", "WikiQA", split, name)
+
+
 def multi30k_test_texts(root: Path) -> Iterator[str]:
     """Every caption of the Multi30k test sets (test_2016_flickr, test_2017_flickr, test_2017_mscoco,
     test_2018_flickr), in every language."""
@@ -279,3 +290,10 @@ def sts_tagged(root: Path, split: str, split_ja_zh: str) -> Iterator[LangText]:
         yield from tagged(lang, pair_texts(stsb_multi_mt(root, lang, split)))
     yield from tagged("ja", pair_texts(jsts(root, split_ja_zh)))
     yield from tagged("zh", pair_texts(zh_stsb(root, split_ja_zh)))
+
+
+def msdocs_tagged(root: Path, split: str) -> Iterator[LangText]:
+    """(language, sentence) of both sides of every MS-docs bitext of one split (dev / test)."""
+    for lang in MSDOCS_LANGS:
+        for side in ("en", lang):
+            yield from tagged(side, required_lines(root, *MSDOCS, split, f"{lang}-en.{split}.{side}"))

@@ -1,5 +1,6 @@
-"""The held-out texts: evaluation and model-selection splits, and the test splits of training datasets, that
-never reach a training set.
+"""The held-out texts: evaluation and model-selection splits, and the test splits of every dataset the training
+sets and the corpus read (they read train / dev / valid splits only), that never reach a training set or the
+corpus: a test-split text that also sits in a train file is dropped there.
 
 Texts are compared by `text_key` (NFKC, case folding, letters and digits only), so tokenized or lowercased
 copies are caught too.
@@ -9,30 +10,39 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gemma_embed.paths import data_root as default_data_root
 from gemma_embed.train.data.sources.files import (
+    CODE_SEARCH,
+    JAVA_CS,
     XQUAD_LANGS,
     ag_news_texts,
     banking77,
     beir_texts,
     clinc150,
     cosqa_queries,
+    jglue_file,
+    json_texts,
+    jsonl_texts,
     kornli,
+    msdocs_tagged,
     multi30k_test_texts,
     nli_jsonl,
     pair_texts,
     required_file,
+    required_lines,
     scifact_queries,
     snips,
+    snli,
     squad,
     sts_tagged,
     tatoeba_texts,
     tweeteval_texts,
     twitter_url_texts,
+    wikiqa_texts,
 )
 
 # --------------------------------------------------------------------------------------------- text keys
@@ -53,6 +63,30 @@ class HeldOutGroup:
     name: str
     kind: str  # "evaluation" | "selection" | "test" (a test split of a training dataset)
     keys: frozenset[str]
+
+
+def _training_test_splits(root: Path) -> Iterator[str]:
+    """The texts of the test splits of the datasets the training sets and the corpus read (train / dev / valid
+    splits only), and of the test-only datasets they leave out (mCoNaLa, SOHU)."""
+    yield from multi30k_test_texts(root)
+    yield from pair_texts(kornli(required_file(root, "kornli_xnli", "xnli.test.ko.tsv")))
+    yield from pair_texts(nli_jsonl(required_file(root, "ocnli", "test.json")))
+    yield from pair_texts(snli(root, "test"))
+    yield from pair_texts(nli_jsonl(jglue_file(root, "jnli", "test")))
+    yield from pair_texts(squad(jglue_file(root, "jsquad", "test")))  # questions and paragraphs
+    yield from wikiqa_texts(root, "test")
+    yield from (text for _, text in msdocs_tagged(root, "test"))
+    yield from json_texts(required_file(root, "conala", "conala_test_500.json"), "intent")
+    for lang in ("es", "ja", "ru"):
+        mconala = required_file(root, "conala", "mconala", "dataset", "test", f"{lang}_test.json")
+        yield from json_texts(mconala, "intent", "rewritten_intent")
+    webquery_test = required_file(root, *CODE_SEARCH, "data", "test_webquery.json")  # CoSQA's test split
+    yield from json_texts(webquery_test, "doc")
+    for side in ("java", "cs"):
+        yield from required_lines(root, *JAVA_CS, f"test.java-cs.txt.{side}")
+    for name in ("dc", "dd"):
+        sohu = required_file(root, "text2vec_zh", "SOHU", f"{name}-test.jsonl")
+        yield from jsonl_texts(sohu, "sentence1", "sentence2")
 
 
 _HELD_OUT: dict[str, tuple[str, Callable[[Path], Iterable[str]]]] = {
@@ -85,14 +119,7 @@ _HELD_OUT: dict[str, tuple[str, Callable[[Path], Iterable[str]]]] = {
             q for lang in XQUAD_LANGS for q, _ in squad(required_file(r, "xquad", f"xquad.{lang}.json"))
         ],
     ),
-    "multilingual-test-splits": (
-        "test",
-        lambda r: [
-            *multi30k_test_texts(r),
-            *pair_texts(kornli(required_file(r, "kornli_xnli", "xnli.test.ko.tsv"))),
-            *pair_texts(nli_jsonl(required_file(r, "ocnli", "test.json"))),
-        ],
-    ),
+    "training-test-splits": ("test", _training_test_splits),
     "stsb-dev": ("selection", lambda r: (text for _, text in sts_tagged(r, "dev", "valid"))),
     "scifact-train-queries": ("selection", lambda r: scifact_queries(r, "train")),
     "cosqa-dev-queries": ("selection", lambda r: cosqa_queries(r, "dev")),
