@@ -73,7 +73,7 @@ def int8_linear(
     flat = x.reshape(-1, x.shape[-1]).float()
     flat_int = flat if outlier_columns is None else flat.index_fill(1, outlier_columns, 0.0)
     # Few ops: a single query's products take about 0.1 ms each, so per-op overhead counts.
-    absmax = torch.linalg.vector_norm(flat_int, float("inf"), dim=1, keepdim=True).clamp_min_(_MIN_ABSMAX)
+    absmax = flat_int.abs().amax(1, keepdim=True).clamp_min_(_MIN_ABSMAX)  # faster than an inf-norm
     codes = flat_int.mul(_QMAX / absmax).round_().to(torch.int8)  # |codes| <= 127 by construction
     out = torch._int_mm(codes, weight.codes_t) * (absmax / _QMAX * weight.scales)
     if outlier_columns is not None and outlier_values is not None:
