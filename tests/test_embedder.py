@@ -60,7 +60,10 @@ def test_truncation_warns_once_with_count(model):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.encode([long, long, "short"])
-    messages = [str(w.message) for w in caught]
+    # Only ours: a first compile of the fused kernels (inputs this long) may add torch's own warnings.
+    messages = [
+        str(w.message) for w in caught if "gemma_embed" in w.filename or "max_seq_length" in str(w.message)
+    ]
     assert len(messages) == 1 and messages[0].startswith("2 of 3 texts exceed max_seq_length=256")
 
 
