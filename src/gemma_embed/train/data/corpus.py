@@ -2,9 +2,10 @@
 
 Used to train the tokenizer (`gemma_embed.train.data.tokenizer`) and as the input of teacher distillation
 (`gemma_embed.train.data.teacher`), which only needs text. Texts come from `gemma_embed.train.data.sources.raw_texts`
-(all splits of every non-evaluation file, plus SciFact / mini-BEIR / CoSQA corpus documents: documents are
-fine, queries are not), are stripped, dropped when held out (`sources.held_out`: STS-B dev/test in every
-language, SciFact queries, TwitterURLCorpus, Tatoeba, ...), and deduplicated exactly (first occurrence
+(the train/dev/valid splits of every non-evaluation file, never a test split, plus SciFact / mini-BEIR /
+CoSQA corpus documents: documents are fine, queries are not), are stripped, dropped when held out
+(`sources.held_out`: STS-B dev/test in every language, SciFact queries, TwitterURLCorpus, Tatoeba, the test
+splits of training datasets, ...), and deduplicated exactly (first occurrence
 wins). A deterministic ~2% of texts (by text hash) is held back for measuring the tokenizer.
 
 Output (atomic): `train.jsonl` and `heldout.jsonl` with rows {"text", "lang", "source"}, and `stats.json`.
