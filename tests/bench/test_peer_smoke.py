@@ -60,7 +60,8 @@ def test_smoke_run_reports_every_engine(tmp_path: Path) -> None:
             rows[cells[0].split(" ")[0]] = [float(c) for c in cells[1:]]
     assert set(rows) == set(engines)
     for name, numbers in rows.items():
-        assert len(numbers) == 8 and all(math.isfinite(n) and n > 0 for n in numbers), (name, numbers)
+        assert len(numbers) == 8 and all(math.isfinite(n) and n >= 0 for n in numbers), (name, numbers)
+        assert min(numbers[:5]) > 0, (name, numbers)  # rates, latencies, RSS (a tiny load may print 0.0 s)
         assert 0.5 < numbers[6] <= 1.0001, name  # mean cosine to gemma-embed float32
 
     report = json.loads(results.read_text(encoding="utf-8"))
