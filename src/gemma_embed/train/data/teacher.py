@@ -172,10 +172,13 @@ def package_model_path(package: str) -> str:
 
 
 def load_teacher(path: str | Path, device: str = "cpu", form: str = "bf16") -> tuple[TextEncoder, str]:
-    """(teacher, identity) for a sentence-transformers directory or a gemma-embed checkpoint / name. A BERT-style
+    """(teacher, identity) for a sentence-transformers directory, `package:NAME` (the folder a pip-installed model
+    package ships, as in pipeline recipes) or a gemma-embed checkpoint / name. A BERT-style
     sentence-transformers teacher on CPU runs as `FastTeacher` (form "bf16") unless form is "fp32"."""
     if form not in TEACHER_FORMS:
         raise InputError(f"teacher form {form!r} is not one of {', '.join(TEACHER_FORMS)}")
+    if str(path).startswith("package:"):
+        path = package_model_path(str(path).removeprefix("package:"))
     if detect_backend(str(path)) == "sentence-transformers":
         folder = Path(path).expanduser()
         config = folder / "config.json"
