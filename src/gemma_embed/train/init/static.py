@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
+from tqdm import tqdm
 
 from gemma_embed.errors import CheckpointError, ConfigError, InputError
 from gemma_embed.io.checkpoint import Checkpoint, save_checkpoint
@@ -80,12 +81,20 @@ def token_bags(
         )
 
 
-def ridge_fit(bags: Tensor, targets: Tensor, l2: float = 1e-3, iters: int = 300, tol: float = 1e-4) -> Tensor:
+def ridge_fit(
+    bags: Tensor,
+    targets: Tensor,
+    l2: float = 1e-3,
+    iters: int = 300,
+    tol: float = 1e-4,
+    show_progress: bool = False,
+) -> Tensor:
     """W [vocab, dim] minimizing ||bags W - targets||^2 + l2 ||W||^2, by conjugate gradients (one independent
     CG per target column, run together) preconditioned by the diagonal of the normal matrix (token weights
     span orders of magnitude between frequent and rare tokens; Jacobi scaling evens them out, so a corpus
     of 650k texts converges in tens of iterations, not hundreds). `l2` is relative to the mean squared row
-    weight of `bags`."""
+    weight of `bags`. `show_progress` shows the iterations with the worst column's residual relative to `tol`
+    (the fit stops when it reaches 1)."""
     if bags.shape[0] != targets.shape[0]:
         raise InputError(f"{bags.shape[0]} token bags for {targets.shape[0]} targets")
     transposed = bags.to_sparse_coo().t().coalesce().to_sparse_csr()
@@ -106,17 +115,22 @@ def ridge_fit(bags: Tensor, targets: Tensor, l2: float = 1e-3, iters: int = 300,
     direction = preconditioned.clone()
     rz = (residual * preconditioned).sum(0)
     stop = tol**2 * (rhs**2).sum(0)
+    progress = tqdm(total=iters, desc="ridge (conjugate gradients)", unit="iter", disable=not show_progress)
     for _ in range(iters):
         product = normal(direction)
         step = rz / (direction * product).sum(0).clamp_min(1e-30)
         w += step * direction
         residual -= step * product
-        if bool(((residual**2).sum(0) <= stop).all()):
+        worst = float(((residual**2).sum(0) / stop.clamp_min(1e-30)).max().sqrt())
+        progress.update()
+        progress.set_postfix(residual_over_tol=f"{worst:.3g}", refresh=False)
+        if worst <= 1.0:
             break
         preconditioned = inverse_diagonal * residual
         new_rz = (residual * preconditioned).sum(0)
         direction = preconditioned + (new_rz / rz.clamp_min(1e-30)) * direction
         rz = new_rz
+    progress.close()
     return w
 
 
@@ -129,11 +143,17 @@ def principal_directions(targets: Tensor) -> Tensor:
 
 
 def fit_static(
-    tokenizer: TextTokenizer, texts: Sequence[str], targets: np.ndarray, *, l2: float = 1e-3, seed: int = 0
+    tokenizer: TextTokenizer,
+    texts: Sequence[str],
+    targets: np.ndarray,
+    *,
+    l2: float = 1e-3,
+    seed: int = 0,
+    show_progress: bool = False,
 ) -> dict[str, Tensor]:
     """The static model of `texts` -> teacher `targets`: {"vectors": [vocab, dim], "directions": [dim, dim]}."""
     y = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
-    vectors = ridge_fit(token_bags(tokenizer, texts, seed=seed), y, l2=l2)
+    vectors = ridge_fit(token_bags(tokenizer, texts, seed=seed), y, l2=l2, show_progress=show_progress)
     return {"vectors": vectors.contiguous(), "directions": principal_directions(y).contiguous()}
 
 
@@ -236,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         args.tokenizer / "tokenizer.json", bos_id=2, eos_id=1, pad_id=0, max_length=args.max_length
     )
     fit_start = time.perf_counter()
-    fit = fit_static(tokenizer, texts, targets, l2=args.l2, seed=args.seed)
+    fit = fit_static(tokenizer, texts, targets, l2=args.l2, seed=args.seed, show_progress=True)
     fit_seconds = time.perf_counter() - fit_start
     meta = {
         "teacher": identity,
