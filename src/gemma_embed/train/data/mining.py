@@ -28,7 +28,13 @@ from gemma_embed.errors import ConfigError, DataError, InputError
 from gemma_embed.io.files import write_json
 from gemma_embed.io.tables import read_json
 from gemma_embed.train.data.pairs import MANIFEST, Example, PairDataset, load_training_sets
-from gemma_embed.train.data.teacher import CachedTeacher, TeacherCache, TextEncoder, load_teacher
+from gemma_embed.train.data.teacher import (
+    MODEL_SPEC_HELP,
+    CachedTeacher,
+    TeacherCache,
+    TextEncoder,
+    load_teacher,
+)
 
 DEFAULT_WINDOW = (10, 50)
 
@@ -217,7 +223,11 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add `mine-negatives --model DIR --sets DIR --out DIR [--names ...] [--window A B] ...` to the CLI."""
     parser = subparsers.add_parser("mine-negatives", help="add mined hard negatives to training sets")
-    parser.add_argument("--model", required=True, help="sentence-transformers directory or gemma-embed model")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=MODEL_SPEC_HELP,
+    )
     parser.add_argument("--sets", required=True, help="folder written by build-training-sets")
     add_out_arg(parser, required=True, help="output folder for the mined sets")
     parser.add_argument("--names", nargs="*", help="set names (default: all in the manifest)")

@@ -171,6 +171,11 @@ def package_model_path(package: str) -> str:
         raise ConfigError(f"{package!r} is not an installed package with get_model_path(): {exc}") from None
 
 
+MODEL_SPEC_HELP = (
+    "sentence-transformers directory, package:NAME (a pip-installed model package) or gemma-embed model"
+)
+
+
 def load_teacher(path: str | Path, device: str = "cpu", form: str = "bf16") -> tuple[TextEncoder, str]:
     """(teacher, identity) for a sentence-transformers directory, `package:NAME` (the folder a pip-installed model
     package ships, as in pipeline recipes) or a gemma-embed checkpoint / name. A BERT-style
@@ -397,7 +402,9 @@ def register(subparsers: Any) -> None:
         "cache-teacher", help="embed the corpus with a teacher once, cached on disk"
     )
     parser.add_argument(
-        "--teacher", required=True, help="sentence-transformers directory or gemma-embed model"
+        "--teacher",
+        required=True,
+        help=MODEL_SPEC_HELP,
     )
     parser.add_argument("--corpus", default=str(runs_dir() / "corpus"), help="corpus folder (runs/corpus)")
     parser.add_argument("--out", default=str(runs_dir() / "teacher_cache"), help="cache root")

@@ -52,6 +52,7 @@ from gemma_embed.paths import runs_dir
 from gemma_embed.prompts import apply_prompt
 from gemma_embed.train.data.corpus import TRAIN_FILE, read_corpus, sample_texts
 from gemma_embed.train.data.pairs import TASK_PROMPTS
+from gemma_embed.train.data.teacher import MODEL_SPEC_HELP, TeacherCache, load_teacher
 
 STATIC_FILE = "static.safetensors"
 # Every prompt the model is trained or evaluated with, so the fit sees the prompt tokens in use.
@@ -237,8 +238,6 @@ def static_model(fit: dict[str, Tensor], tokenizer: TextTokenizer, preset_name: 
 
 
 def _run(args: argparse.Namespace) -> int:
-    from gemma_embed.train.data.teacher import TeacherCache, load_teacher
-
     start = time.perf_counter()
     texts = sample_texts([row.text for row in read_corpus(args.corpus / TRAIN_FILE)], args.sample, args.seed)
     teacher, identity = load_teacher(args.teacher)
@@ -288,7 +287,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("tokenizer", type=Path, help="directory with the model's tokenizer.json")
     parser.add_argument(
-        "--teacher", required=True, help="sentence-transformers directory or gemma-embed model"
+        "--teacher",
+        required=True,
+        help=MODEL_SPEC_HELP,
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (static.safetensors)")
     parser.add_argument(
