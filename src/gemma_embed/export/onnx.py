@@ -12,6 +12,11 @@ TorchScript exporter, which could write opset 17, cannot convert grouped-query a
 the model is run with ONNX Runtime on padded batches (one longer than the sliding window, one unpadded) and
 compared with PyTorch; a max |difference| above 1e-4 raises `ExportError` and nothing is written.
 
+A quantized checkpoint (`gemma-embed quantize`: int8, int4, mixed) exports with its own codes as ONNX
+Runtime's block-quantized ops (`MatMulNBits`, `GatherBlockQuantized`; see `onnx_quant`): a runtime without
+torch. Its check is the cosine to the function the codes compute in PyTorch (>= QUANTIZED_MIN_COSINE),
+since ONNX Runtime quantizes the activations of its integer products.
+
 DIR holds `model.onnx` (+ `model.onnx.data`, the weights), the checkpoint's `tokenizer.json` /
 `tokenizer_config.json`, and `gemma_embed_onnx.json` (special token ids, max_seq_length, prompts, the
 measured difference). Tokenization is the model's usual contract: `<bos> text <eos>`, truncated to
@@ -36,6 +41,7 @@ from torch import Tensor, nn
 
 from gemma_embed.cli_args import add_out_arg
 from gemma_embed.errors import CheckpointError, ConfigError, ExportError
+from gemma_embed.export.onnx_quant import quantize_onnx_file
 from gemma_embed.io.files import atomic_directory, write_json
 from gemma_embed.io.tokenizer import TextTokenizer
 from gemma_embed.model import EmbeddingModel, mean_pool, truncate_and_normalize
@@ -48,6 +54,9 @@ INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "embeddings"
 MIN_OPSET = 18
 TOLERANCE = 1e-4
+# A quantized export computes int8 activations against the checkpoint's codes (onnx_quant.ACCURACY_LEVEL),
+# so it is checked by its cosine to the codes' float function, not by max |diff|.
+QUANTIZED_MIN_COSINE = 0.999
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 EXTRA_HELP = "pip install 'gemma-embed[onnx]'"
 
@@ -178,14 +187,15 @@ def verification_batches(model: EmbeddingModel, seed: int = 0) -> list[tuple[Ten
 def export_onnx(
     model_path: str | Path, out: str | Path, *, opset: int = MIN_OPSET, overwrite: bool = False
 ) -> float:
-    """Export a float checkpoint (directory or a name `gemma_embed.load` resolves) to an ONNX folder `out`.
+    """Export a checkpoint (directory or a name `gemma_embed.load` resolves) to an ONNX folder `out`; a
+    quantized one keeps its codes (see the module docstring).
 
     Returns the max |difference| to PyTorch on the verification batches; raises ExportError (writing
     nothing) when it exceeds TOLERANCE.
     """
     from gemma_embed.encode import resolve_model_path
     from gemma_embed.io.checkpoint import load_checkpoint
-    from gemma_embed.quant.weights import is_quantized
+    from gemma_embed.quant.weights import dequantize_model, is_quantized, read_manifest
 
     if opset < MIN_OPSET:
         raise ConfigError(
@@ -194,10 +204,9 @@ def export_onnx(
     for module in ("onnx", "onnxscript", "onnxruntime"):
         _require(module)
     source = resolve_model_path(model_path)
-    if is_quantized(source):
-        raise ConfigError(f"{source} holds quantized weights; export its float checkpoint instead")
     checkpoint = load_checkpoint(source, dtype=torch.float32)
     model, cfg = checkpoint.model.eval(), checkpoint.model.config
+    codes = dequantize_model(model) if is_quantized(source) else {}  # the function its codes compute
     pipeline = ExportablePipeline(model).eval()
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=cfg.max_position_embeddings)
     example = torch.randint(3, cfg.vocab_size, (2, 8), generator=torch.Generator().manual_seed(1))
@@ -216,6 +225,7 @@ def export_onnx(
                 external_data=True,
                 verbose=False,
             )
+        written = quantize_onnx_file(tmp / ONNX_FILE, model, codes) if codes else {}
         for name in TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copyfile(source / name, tmp / name)
@@ -233,19 +243,28 @@ def export_onnx(
             "eos_token_id": cfg.eos_token_id,
             "pad_token_id": cfg.pad_token_id,
             "prompts": checkpoint.prompts,
+            "weights": read_manifest(source)["scheme"] if codes else "float32",
+            "quantized_ops": written,
         }
         write_json(tmp / MANIFEST, manifest)
         encoder = OnnxEncoder(tmp)
-        diff = 0.0
+        diff, cosine = 0.0, 1.0
         with torch.no_grad():
             for ids, mask in verification_batches(model):
                 expected = model(ids, mask).numpy()
-                diff = max(diff, float(np.abs(encoder.run(ids.numpy(), mask.numpy()) - expected).max()))
-        if not diff <= TOLERANCE:
+                found = encoder.run(ids.numpy(), mask.numpy())
+                diff = max(diff, float(np.abs(found - expected).max()))
+                cosine = min(cosine, float((found * expected).sum(1).min()))  # both are unit vectors
+        if codes and not cosine >= QUANTIZED_MIN_COSINE:
+            raise ExportError(
+                f"the quantized ONNX model's cosine to its codes' float function in PyTorch is {cosine:.5f} "
+                f"< {QUANTIZED_MIN_COSINE}; nothing was written"
+            )
+        if not codes and not diff <= TOLERANCE:
             raise ExportError(
                 f"the ONNX model differs from PyTorch by {diff:.2e} > {TOLERANCE:g}; nothing was written"
             )
-        write_json(tmp / MANIFEST, {**manifest, "max_abs_diff": diff})
+        write_json(tmp / MANIFEST, {**manifest, "max_abs_diff": diff, "min_cosine": cosine})
     return diff
 
 
@@ -255,9 +274,14 @@ def add_format(formats: argparse._SubParsersAction) -> None:
         "onnx",
         help="ids + mask -> normalized embeddings as one ONNX graph, verified against PyTorch",
         description="Export encoder, mean pooling, Dense layers and L2 normalization to ONNX (dynamic batch "
-        "and sequence axes), then check it with ONNX Runtime (max |diff| <= 1e-4).",
+        "and sequence axes), then check it with ONNX Runtime (max |diff| <= 1e-4; quantized checkpoints: "
+        "cosine >= 0.999 to their codes' function).",
     )
-    p.add_argument("model", help="float checkpoint directory (or a name `load` resolves)")
+    p.add_argument(
+        "model",
+        help="checkpoint directory (or a name `load` resolves); a `gemma-embed quantize` folder exports its "
+        "int8/int4 codes as ONNX Runtime's MatMulNBits / GatherBlockQuantized",
+    )
     add_out_arg(p, required=True, help="output folder (model.onnx, tokenizer, manifest)")
     p.add_argument(
         "--opset", type=int, default=MIN_OPSET, help=f"ONNX opset, >= {MIN_OPSET} (default {MIN_OPSET})"

@@ -329,6 +329,26 @@ def quantize_model(
     return replaced
 
 
+def dequantize_model(model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, QuantizedTensor]:
+    """Replace, in place, every QuantLinear / QuantEmbedding by a float nn.Linear / nn.Embedding holding its
+    dequantized weight in `dtype` (the function the codes compute, for exporters that need float graphs).
+    Returns {parameter name: its QuantizedTensor} of what was replaced."""
+    replaced: dict[str, QuantizedTensor] = {}
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, _Quantized):
+            continue
+        q = module.quantized()
+        weight = nn.Parameter(q.dequantize(dtype), requires_grad=False)
+        if isinstance(module, QuantEmbedding):
+            new: nn.Module = nn.Embedding(*q.shape, _weight=weight, _freeze=True)
+        else:
+            new = nn.Linear(q.shape[1], q.shape[0], bias=False, device="meta")
+            new.weight = weight
+        replace_module(model, name, new)
+        replaced[f"{name}.weight"] = q
+    return replaced
+
+
 # ---- checkpoints -------------------------------------------------------------------------------------
 
 
