@@ -58,6 +58,11 @@ def test_onnx_matches_pytorch_on_padded_batches(exported) -> None:
         np.testing.assert_allclose(onnx.run(ids.numpy(), mask.numpy()), expected, rtol=0, atol=1e-4)
     got = onnx.encode(TEXTS, batch_size=3)
     np.testing.assert_allclose(got, model.encode(TEXTS, batch_size=3), rtol=0, atol=1e-4)
+    # a token budget below every text's length: one text per batch, same vectors, input order kept
+    np.testing.assert_allclose(onnx.encode(TEXTS, max_batch_tokens=1), got, rtol=0, atol=1e-5)
+    arena = OnnxEncoder(out, threads=1, memory_arena=True)
+    assert arena.session.get_session_options().enable_cpu_mem_arena
+    assert not onnx.session.get_session_options().enable_cpu_mem_arena
 
 
 def test_bad_requests_are_one_line_errors(exported, tmp_path, capsys) -> None:

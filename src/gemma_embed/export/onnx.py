@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from gemma_embed.cli_args import add_out_arg
+from gemma_embed.encode import MAX_BATCH_TOKENS, length_batches
 from gemma_embed.errors import CheckpointError, ConfigError, ExportError
 from gemma_embed.export.onnx_quant import quantize_onnx_file
 from gemma_embed.io.files import atomic_directory, write_json
@@ -101,9 +102,15 @@ class ExportablePipeline(nn.Module):
 
 
 class OnnxEncoder:
-    """An exported folder run by ONNX Runtime on CPU: texts (prompt already applied) -> float32 vectors."""
+    """An exported folder run by ONNX Runtime on CPU: texts (prompt already applied) -> float32 vectors.
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    ONNX Runtime's memory arena is off by default: it keeps the largest batch's buffers for the session's
+    life (int4 300m, benchmark mix: 2,672 MiB peak with it, 1,161 without; 367 with glibc's mmap threshold
+    fixed as well, `gemma_embed.encode.return_freed_memory()`; bench/int4_memory.py). `memory_arena=True`
+    turns it back on.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, memory_arena: bool = False) -> None:
         ort = _require("onnxruntime")
         self.path = Path(path)
         manifest_path = self.path / MANIFEST
@@ -123,6 +130,7 @@ class OnnxEncoder:
             max_length=self.manifest["max_seq_length"],
         )
         options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = memory_arena
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
@@ -138,17 +146,18 @@ class OnnxEncoder:
         feeds = {INPUTS[0]: input_ids.astype(np.int64), INPUTS[1]: attention_mask.astype(np.int64)}
         return self.session.run([OUTPUT], feeds)[0]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """L2-normalized float32 vectors [n, dim]; batches of similar length, the input order is kept.
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 32, max_batch_tokens: int = MAX_BATCH_TOKENS
+    ) -> np.ndarray:
+        """L2-normalized float32 vectors [n, dim]; the input order is kept.
 
-        Texts are stripped and tokenized as `<bos> text <eos>` (truncated to max_seq_length), as
-        `gemma_embed.load(...).encode(texts)` does with its prompt already in the text.
+        Texts are stripped, tokenized as `<bos> text <eos>` (truncated to max_seq_length) and batched as
+        `gemma_embed.load(...).encode(texts)` does with its prompt already in the text: by length, at most
+        `batch_size` texts and `max_batch_tokens` padded tokens per batch.
         """
         ids, _ = self.tokenizer.encode([text.strip() for text in texts])
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in length_batches(ids, batch_size, max_batch_tokens):
             padded = self.tokenizer.pad([ids[i] for i in rows])
             out[rows] = self.run(padded.input_ids.numpy(), padded.attention_mask.numpy())
         return out
