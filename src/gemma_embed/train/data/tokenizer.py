@@ -3,7 +3,8 @@
 Layout (as Gemma): `<pad>`=0, `<eos>`=1, `<bos>`=2, `<unk>`=3, then `<mask>`=4 (for span corruption), then the
 256 byte tokens `<0x00>`..`<0xFF>` (ids 5..260) used by byte fallback, then the learned BPE pieces.
 
-Pipeline (SentencePiece-like, no lowercasing, no Unicode normalization so every text round-trips):
+Pipeline (SentencePiece-like, no Unicode normalization and by default no lowercasing, so every text
+round-trips; `lowercase=True` / `--lowercase` lowercases first, as an uncased teacher sees the text):
 - normalizer: each space becomes "▁" (U+2581); no dummy prefix, so a text's first word has no "▁";
 - pre-tokenizer: words (letters with their combining marks, so Thai / Devanagari stay whole) with at most one
   leading "▁", single digits (digits are split as in Gemma), runs of punctuation/symbols, runs of
@@ -63,8 +64,9 @@ CHARACTER_COVERAGE = 0.9995
 PIECE_PATTERN = r"▁?[\p{L}\p{M}]+|▁?\p{N}|▁?[^\p{L}\p{M}\p{N}▁\s]+|\s+|▁+(?=▁[^▁])|▁+"
 
 
-def _pipeline(tokenizer: Tokenizer) -> Tokenizer:
-    tokenizer.normalizer = normalizers.Replace(" ", SPACE)
+def _pipeline(tokenizer: Tokenizer, lowercase: bool = False) -> Tokenizer:
+    spaces = normalizers.Replace(" ", SPACE)
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), spaces]) if lowercase else spaces
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
     tokenizer.decoder = decoders.Sequence(
         [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
@@ -89,17 +91,24 @@ def coverage_alphabet(texts: Iterable[str], coverage: float = CHARACTER_COVERAGE
 
 
 def train_tokenizer(
-    texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE, *, show_progress: bool = True
+    texts: Sequence[str],
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    *,
+    lowercase: bool = False,
+    show_progress: bool = True,
 ) -> Tokenizer:
-    """Train the BPE tokenizer on `texts`; the vocabulary has at most `vocab_size` entries."""
+    """Train the BPE tokenizer on `texts`; the vocabulary has at most `vocab_size` entries. `lowercase`
+    lowercases every text first (Unicode lowercasing; decoding then gives the lowercased text)."""
     reserved = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
     if vocab_size <= reserved + 100:
         raise ConfigError(f"vocab_size must be > {reserved + 100} (specials and byte tokens take {reserved})")
     if not texts:
         raise ConfigError("no texts to train the tokenizer on")
     # The alphabet may take at most a quarter of the learnable vocabulary (matters for small test vocabularies).
-    alphabet = coverage_alphabet(texts)[: (vocab_size - reserved) // 4]
-    draft = _pipeline(Tokenizer(models.BPE(unk_token=UNK)))
+    alphabet = coverage_alphabet([t.lower() for t in texts] if lowercase else texts)[
+        : (vocab_size - reserved) // 4
+    ]
+    draft = _pipeline(Tokenizer(models.BPE(unk_token=UNK)), lowercase)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(BYTE_TOKENS),
         min_frequency=2,
@@ -116,7 +125,8 @@ def train_tokenizer(
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *BYTE_TOKENS, *pieces])}
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
     tokenizer = _pipeline(
-        Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=UNK, byte_fallback=True, fuse_unk=True))
+        Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=UNK, byte_fallback=True, fuse_unk=True)),
+        lowercase,
     )
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -200,6 +210,7 @@ def build_tokenizer(
     max_texts: int = 250_000,
     data_root: Path | None = None,
     seed: int = 0,
+    lowercase: bool = False,
 ) -> dict[str, Any]:
     """Train on a balanced sample of the corpus (built first if missing), save, and write `report.json`."""
     corpus = Path(corpus_dir) if corpus_dir is not None else runs_dir() / "corpus"
@@ -207,11 +218,12 @@ def build_tokenizer(
         build_corpus(corpus, data_root)
     texts = balanced_sample(read_corpus(corpus / TRAIN_FILE), max_texts, seed=seed)
     start = time.perf_counter()
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size, lowercase=lowercase)
     seconds = time.perf_counter() - start
     save_tokenizer(tokenizer, out_dir)
     report = {
         "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+        "lowercase": lowercase,
         "training_texts": len(texts),
         "training_chars": sum(map(len, texts)),
         "training_seconds": round(seconds, 1),
@@ -229,6 +241,7 @@ def _run(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         max_texts=args.max_texts,
         data_root=Path(args.data) if args.data else None,
+        lowercase=args.lowercase,
     )
     print(
         f"vocab {report['vocab_size']}, trained on {report['training_texts']} texts "
@@ -243,13 +256,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add `build-tokenizer --out DIR [--vocab-size N] [--corpus DIR] [--max-texts N] [--data DIR]`."""
+    """Add `build-tokenizer --out DIR [--vocab-size N] [--lowercase] [--corpus DIR] [--max-texts N] [--data DIR]`."""
     parser = subparsers.add_parser(
         "build-tokenizer", help="train the small model's BPE tokenizer on the corpus"
     )
     add_out_arg(parser, required=True, help="output folder, e.g. runs/tokenizer")
     parser.add_argument(
         "--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="vocabulary size (default 32768)"
+    )
+    parser.add_argument(
+        "--lowercase",
+        action="store_true",
+        help="lowercase every text before tokenizing (as an uncased teacher sees it; not exportable to GGUF)",
     )
     parser.add_argument("--corpus", help="corpus folder (default runs/corpus; built there when missing)")
     parser.add_argument(
