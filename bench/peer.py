@@ -19,8 +19,10 @@ What is built (in a temporary directory, nothing is downloaded):
 Engines, each in its own subprocess with --threads threads (peak RSS, VmHWM, is the engine's own): llama.cpp
 f32 / q8_0 / q4_0 through llama-cpp-python (`Llama(embedding=True, pooling mean, n_batch = n_ubatch = 2048,
 flash attention on)`, `embed(texts, normalize=True)`), gemma-embed float32 / bfloat16 / int8 / int4
-(`gemma_embed.load(path, dtype=...)`, `encode(batch_size=32, max_batch_tokens=2048)`), all on the same
-strings (prompt already applied, as llama.cpp needs). Measured: tokens/s on the text mix of `bench/speed.py`
+(`gemma_embed.load(path, dtype=...)`, `encode(batch_size=32, max_batch_tokens=2048)`), and gemma-embed's
+int8 / int4 checkpoints exported with their codes (`gemma-embed export onnx`) run by ONNX Runtime
+(`gemma_embed.export.onnx.OnnxEncoder`, the same batching; arena off and glibc's mmap threshold fixed, the
+low-memory configuration; its process imports torch too, as gemma_embed does), all on the same strings (prompt already applied, as llama.cpp needs). Measured: tokens/s on the text mix of `bench/speed.py`
 (median of --repeats passes) and on --uniform texts of exactly 256 tokens (one pass per repeat); single-query
 latency p50/p99 over --latency-runs one-query calls on SciFact queries with the query prompt; load time;
 cosine of the mix vectors to gemma-embed float32; llama.cpp's token ids against gemma-embed's.
@@ -61,7 +63,13 @@ ENGINES: dict[str, str] = {
     "gemma-bf16": "gemma-embed, bfloat16",
     "gemma-int8": "gemma-embed, int8 weights",
     "gemma-int4": "gemma-embed, int4 weights",
+    "gemma-onnx-int8": "gemma-embed, int8 codes in ONNX Runtime (`export onnx`: MatMulNBits)",
+    "gemma-onnx-int4": "gemma-embed, int4 codes in ONNX Runtime (`export onnx`: MatMulNBits)",
 }
+ONNX_PREFIX = "gemma-onnx-"
+# The ONNX Runtime engines run as OnnxEncoder does by default (arena off) with glibc's mmap threshold fixed,
+# the low-memory configuration bench/int4_memory.py measures; the process still imports torch (gemma_embed).
+ONNX_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 LLAMA_QUANT = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 GEMMA_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": None, "int4": None}
 SPECIALS = {"pad": (0, "<pad>"), "eos": (1, "<eos>"), "bos": (2, "<bos>"), "unk": (3, "<unk>")}
@@ -204,7 +212,12 @@ def llama_quantize(f32_path: Path, out: Path, kind: str, threads: int) -> Path:
 
 def available_engines() -> list[str]:
     has_llama = util.find_spec("llama_cpp") is not None
-    return [name for name in ENGINES if has_llama or not name.startswith("llama-")]
+    has_onnx = all(util.find_spec(m) is not None for m in ("onnxruntime", "onnxscript"))
+    return [
+        name
+        for name in ENGINES
+        if (has_llama or not name.startswith("llama-")) and (has_onnx or not name.startswith(ONNX_PREFIX))
+    ]
 
 
 # ---- one engine, in its own process --------------------------------------------------------------------
@@ -229,6 +242,11 @@ def engine_encoder(name: str, job: dict[str, Any]) -> tuple[Callable[[list[str]]
             verbose=False,
         )
         return lambda texts: np.asarray(llm.embed(texts, normalize=True), dtype=np.float32), llm
+    if name.startswith(ONNX_PREFIX):
+        from gemma_embed.export.onnx import OnnxEncoder
+
+        onnx = OnnxEncoder(job["onnx"][name.removeprefix(ONNX_PREFIX)], threads=threads)
+        return lambda texts: onnx.encode(texts, batch_size=32, max_batch_tokens=job["batch_tokens"]), onnx
     import torch
 
     import gemma_embed
@@ -293,6 +311,8 @@ def run_worker(name: str, job_file: Path) -> None:
 def measure(name: str, job_file: Path, threads: int) -> dict[str, Any]:
     """Run the worker of engine `name` in a fresh interpreter; its failure stops the benchmark."""
     env = {**os.environ, **speed.WORKER_ENV, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if name.startswith(ONNX_PREFIX):
+        env.update(ONNX_ENV)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--job", str(job_file)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -324,7 +344,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, str, fl
                     1.2,
                 )
             )
-    for ours, theirs in (("gemma-int8", "llama-q8_0"), ("gemma-int4", "llama-q4_0")):
+    for ours, theirs in (
+        ("gemma-int8", "llama-q8_0"),
+        ("gemma-int4", "llama-q4_0"),
+        ("gemma-onnx-int8", "llama-q8_0"),
+        ("gemma-onnx-int4", "llama-q4_0"),
+    ):
         if ours in results and theirs in results:
             rows.append(
                 (
@@ -343,10 +368,9 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, str, fl
                 2.0,
             )
         )
-    if "gemma-int4" in results:
-        rows.append(
-            ("gemma-int4 peak RSS (MB)", results["gemma-int4"]["peak_rss_mib"] * 2**20 / 1e6, "<=", 400.0)
-        )
+    for name in ("gemma-int4", "gemma-onnx-int4"):
+        if name in results:
+            rows.append((f"{name} peak RSS (MB)", results[name]["peak_rss_mib"] * 2**20 / 1e6, "<=", 400.0))
     if "cos_mean" in results.get("llama-f32", {}):
         rows.append(
             (
@@ -463,6 +487,7 @@ def build(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Checkpoint, GGUF files and quantized checkpoints; the job every worker reads."""
     import gemma_embed
     from gemma_embed.export.gguf import export_gguf
+    from gemma_embed.export.onnx import export_onnx
     from gemma_embed.io.checkpoint import save_quantized
     from gemma_embed.model import EmbeddingModel, preset
 
@@ -490,9 +515,13 @@ def build(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     uniform = uniform_texts(texts, tokenizer, args.uniform, UNIFORM_TOKENS)
     queries = mix["query"]
     variants: dict[str, str] = {}
+    onnx: dict[str, str] = {}
     for scheme in ("int8", "int4"):
-        if f"gemma-{scheme}" in args.engines:
+        if f"gemma-{scheme}" in args.engines or f"{ONNX_PREFIX}{scheme}" in args.engines:
             variants[scheme] = str(save_quantized(reference.checkpoint, scheme, work / scheme))
+        if f"{ONNX_PREFIX}{scheme}" in args.engines:
+            export_onnx(variants[scheme], work / f"onnx-{scheme}")
+            onnx[scheme] = str(work / f"onnx-{scheme}")
     del reference
     gguf: dict[str, str] = {}
     if any(e.startswith("llama-") for e in args.engines):
@@ -507,6 +536,7 @@ def build(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "work": str(work),
         "checkpoint": str(checkpoint),
         "variants": variants,
+        "onnx": onnx,
         "gguf": gguf,
         "texts": texts,
         "uniform": uniform,

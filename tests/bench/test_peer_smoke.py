@@ -1,6 +1,7 @@
-"""`bench/peer.py --smoke` (what CI runs of the peer benchmark): every installed engine (gemma-embed's four,
-llama.cpp's three when llama-cpp-python imports) gets a row of finite numbers, the results file holds the same
-engines, and only the benchmark's marked section of the markdown file is rewritten. Timings are never checked."""
+"""`bench/peer.py --smoke` (what CI runs of the peer benchmark): every installed engine (gemma-embed's four, its
+two ONNX Runtime ones when the onnx extra imports, llama.cpp's three when llama-cpp-python imports) gets a row
+of finite numbers, the results file holds the same engines, and only the benchmark's marked section of the
+markdown file is rewritten. Timings are never checked."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def test_smoke_run_reports_every_engine(tmp_path: Path) -> None:
     assert {"gemma-fp32", "gemma-bf16", "gemma-int8", "gemma-int4"} <= set(engines)
     engine_table, _, targets_table = section.partition("Issue 15's targets")
     assert "| gemma-int4 peak RSS (MB) |" in targets_table
+    if "gemma-onnx-int4" in engines:  # the quantized export runs and is measured against llama.cpp's q4_0
+        assert "| gemma-onnx-int4 peak RSS (MB) |" in targets_table
     rows = {}
     for line in engine_table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
