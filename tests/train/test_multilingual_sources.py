@@ -241,6 +241,7 @@ MULTILINGUAL = [
 
 def test_test_split_sentences_never_enter_a_multilingual_set(small_root):
     held = held_out(small_root)
+    assert {text_key("A paragraph."), text_key("A question?")} <= held.groups["xquad"].keys
     assert held.groups["training-test-splits"].kind == "test"
     test_splits = held.groups["training-test-splits"].keys
     assert {text_key(CAPTION_LEAK), text_key(NLI_LEAK), text_key("test premise 1.")} <= test_splits
@@ -352,7 +353,11 @@ def test_the_raw_corpus_reads_no_test_split(monkeypatch):
         return real_read_text(path, **kwargs)
 
     monkeypatch.setattr(tables, "read_text", recording_read_text)
-    assert {source for source, _, _ in raw_texts(ROOT)} == set(RAW_TEXTS)
+    rows = list(raw_texts(ROOT))
+    assert {source for source, _, _ in rows} == set(RAW_TEXTS)
+    xquad = held_out(ROOT).groups["xquad"]  # XQuADRetrieval's questions and its corpus, the paragraphs
+    assert xquad.kind == "evaluation" and len(xquad.keys) > 12 * 1000
+    assert not any(text_key(text) in xquad.keys for _, _, text in rows)
     dev_splits = {"snli_devtest_esnli/s1.dev", "jglue/jnli-v1.3/valid-v1.3.json", "ocnli/dev.json"}
     assert len(read) > 50 and dev_splits <= set(read)
     assert [path for path in read if TEST_SPLIT.search(path)] == []

@@ -12,7 +12,8 @@ digits, so tokenized or lowercased copies are caught too):
   KorSTS, JSTS, Chinese STS-B), SciFact test queries, Banking77 test, TwitterURLCorpus (all of
   castorini_data/twitterPPDB), Tatoeba (all), CoSQA retrieval test queries, the test texts of the
   classification/clustering sets (AG News, CLINC150, SNIPS validate, TweetEval), the mini-BEIR queries and
-  the XQuAD questions (the README lists XQuAD, all of it, as an evaluation set);
+  all of XQuAD, questions and paragraphs (the README lists XQuAD, all of it, as an evaluation set: it is
+  XQuADRetrieval, whose corpus the paragraphs are);
 - model selection (kept out of the default sets): STS-B dev in every language, SciFact train queries, CoSQA
   retrieval dev queries;
 - test splits of training datasets (`training-test-splits`; never trained on, whatever else is): the
@@ -455,7 +456,7 @@ for _lang in XQUAD_LANGS:
         licence="CC BY-SA 4.0",
         description=f"XQuAD {_lang}: question -> paragraph (an evaluation set: not a default set)",
         default=False,
-        exempt=("xquad-questions",),
+        exempt=("xquad",),
     )
 _add(
     "conala",

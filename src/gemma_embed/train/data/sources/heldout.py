@@ -113,10 +113,14 @@ _HELD_OUT: dict[str, tuple[str, Callable[[Path], Iterable[str]]]] = {
             for t in beir_texts(required_file(r, "mini_beir_agentset", name, "queries.jsonl"))
         ],
     ),
-    "xquad-questions": (
+    # XQuAD is XQuADRetrieval's whole data (split "all"): its paragraphs are that task's corpus, so they are
+    # held out with the questions.
+    "xquad": (
         "evaluation",
         lambda r: [
-            q for lang in XQUAD_LANGS for q, _ in squad(required_file(r, "xquad", f"xquad.{lang}.json"))
+            t
+            for lang in XQUAD_LANGS
+            for t in pair_texts(squad(required_file(r, "xquad", f"xquad.{lang}.json")))
         ],
     ),
     "training-test-splits": ("test", _training_test_splits),

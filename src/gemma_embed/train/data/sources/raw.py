@@ -16,7 +16,6 @@ from gemma_embed.train.data.sources.files import (
     JAVA_CS,
     MULTI30K_LANGS,
     MULTI30K_RAW,
-    XQUAD_LANGS,
     LangText,
     banking77,
     beir_texts,
@@ -57,8 +56,6 @@ def _raw_nli(root: Path) -> Iterator[LangText]:
 
 def _raw_qa(root: Path) -> Iterator[LangText]:
     yield from tagged("ja", pair_texts(squad(jglue_file(root, "jsquad", "valid"))))
-    for lang in XQUAD_LANGS:  # the questions are held out; the paragraphs are documents
-        yield from tagged(lang, pair_texts(squad(required_file(root, "xquad", f"xquad.{lang}.json"))))
     for split in ("train", "dev"):
         yield from tagged("en", wikiqa_texts(root, split))
     for item in read_json(required_file(root, "pubmedqa", "ori_pqal.json")).values():
