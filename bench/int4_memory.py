@@ -57,6 +57,11 @@ ONNX = "onnx runtime"  # the int4 folder exported with its codes, run by ONNX Ru
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 
 
+def vectors_file(work: Path, setting: str) -> Path:
+    """Where a setting's worker saves the vectors of all texts (compared with eager's by the main process)."""
+    return work / f"vectors-{setting.replace(',', '').replace(' ', '-')}.npy"
+
+
 def status_mib() -> dict[str, float]:
     lines = Path("/proc/self/status").read_text(encoding="utf-8").splitlines()
     return {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(FIELDS)}
@@ -176,7 +181,7 @@ def onnx_worker(work: Path) -> None:
     print(json.dumps(status_mib()), flush=True)
     split = {"mappings": mappings_mib(folder.resolve()), "tensors": {}, "compiler imported": False}
     print(json.dumps(split), flush=True)
-    np.save(work / "vectors-onnx-runtime.npy", vectors)
+    np.save(vectors_file(work, ONNX), vectors)
 
 
 def worker(work: Path, setting: str) -> None:
@@ -214,7 +219,7 @@ def worker(work: Path, setting: str) -> None:
     print(json.dumps(split), flush=True)
     import numpy as np
 
-    np.save(work / f"vectors-{setting.replace(',', '').replace(' ', '-')}.npy", vectors)
+    np.save(vectors_file(work, setting), vectors)
 
 
 def build(work: Path, checkpoint: Path | None, texts: int) -> None:
@@ -308,13 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         results[setting] = measure(args.work, setting, args.threads)
     import numpy as np
 
-    reference = (
-        np.load(args.work / "vectors-eager.npy") if (args.work / "vectors-eager.npy").is_file() else None
-    )
+    eager = vectors_file(args.work, "eager")
+    reference = np.load(eager) if eager.is_file() else None
     for setting, r in results.items():
-        name = setting.replace(",", "").replace(" ", "-")
-        if reference is not None and name != "eager":
-            vectors = np.load(args.work / f"vectors-{name}.npy")
+        if reference is not None and setting != "eager":
+            vectors = np.load(vectors_file(args.work, setting))
             r["cosine to eager"] = float((vectors * reference).sum(1).mean())
     table = render(results)
     print(table)

@@ -186,9 +186,7 @@ class Embedder:
         dim = self.check_dim(dim)
         if long_text not in ("truncate", "chunk"):
             raise InputError(f"long_text={long_text!r}; use 'truncate' or 'chunk'")
-        for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        check_batching(batch_size, max_batch_tokens)
         prefix = resolve_prompt(self.prompts, task, prompt, self.default_prompt_name)
         if long_text == "chunk":
             inputs, owners = self._chunk(prefix, items)
@@ -254,6 +252,13 @@ class Embedder:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write a checkpoint that `load` and sentence-transformers both read."""
         return save_checkpoint(self.checkpoint, path, overwrite=overwrite)
+
+
+def check_batching(batch_size: int, max_batch_tokens: int) -> None:
+    """InputError unless both bounds of `length_batches` are positive integers (checked before any work)."""
+    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def length_batches(ids: Sequence[Sequence[int]], batch_size: int, max_batch_tokens: int) -> list[list[int]]:

@@ -11,6 +11,7 @@ import torch
 
 import gemma_embed
 from gemma_embed import cli as main_cli
+from gemma_embed.errors import InputError
 from gemma_embed.model import preset
 from helpers import write_random_checkpoint
 
@@ -63,6 +64,9 @@ def test_onnx_matches_pytorch_on_padded_batches(exported) -> None:
     arena = OnnxEncoder(out, threads=1, memory_arena=True)
     assert arena.session.get_session_options().enable_cpu_mem_arena
     assert not onnx.session.get_session_options().enable_cpu_mem_arena
+    for bad in ({"batch_size": 0}, {"max_batch_tokens": -1}, {"max_batch_tokens": 2.5}):
+        with pytest.raises(InputError, match="must be a positive integer"):
+            onnx.encode(TEXTS, **bad)
 
 
 def test_bad_requests_are_one_line_errors(exported, tmp_path, capsys) -> None:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from gemma_embed.cli_args import add_out_arg
-from gemma_embed.encode import MAX_BATCH_TOKENS, length_batches
+from gemma_embed.encode import MAX_BATCH_TOKENS, check_batching, length_batches
 from gemma_embed.errors import CheckpointError, ConfigError, ExportError
 from gemma_embed.export.onnx_quant import quantize_onnx_file
 from gemma_embed.io.files import atomic_directory, write_json
@@ -155,6 +155,7 @@ class OnnxEncoder:
         `gemma_embed.load(...).encode(texts)` does with its prompt already in the text: by length, at most
         `batch_size` texts and `max_batch_tokens` padded tokens per batch.
         """
+        check_batching(batch_size, max_batch_tokens)
         ids, _ = self.tokenizer.encode([text.strip() for text in texts])
         out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
         for rows in length_batches(ids, batch_size, max_batch_tokens):
